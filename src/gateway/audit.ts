@@ -1,0 +1,123 @@
+/**
+ * The audit trail: one JSON object per line, appended to a file (created 0600) or written to
+ * stdout. Lines are written synchronously, so a clean stop (or even a crash after the
+ * write) loses nothing; events are few (heartbeats are counted in metrics, not audited).
+ * A token never reaches this file: only its `jti` when the token was verified.
+ *
+ * Line shape (docs/gateway.md, "Audit"):
+ *   {"ts":"2026-01-01T10:00:00.000Z","event":"session.expired","session_id":"ses_…",
+ *    "subject":"alice","target":"prod-logs","reason":"idle_timeout"}
+ */
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import type { Clock } from '../util/clock.js';
+import { ErrorCodes, LogproxyError } from '../util/errors.js';
+import type { SessionManager, SessionRef } from './sessions.js';
+
+export type AuditEventName =
+  | 'session.created'
+  | 'session.warned'
+  | 'session.refreshed'
+  | 'session.expired'
+  | 'session.revoked'
+  | 'session.ended'
+  | 'session.refused'
+  | 'token.rejected';
+
+export interface AuditRecord {
+  event: AuditEventName;
+  session_id?: string;
+  subject?: string;
+  target?: string;
+  reason?: string;
+  [field: string]: unknown;
+}
+
+export class AuditLog {
+  private fd: number | undefined;
+  private readonly toStdout: boolean;
+
+  /** Opens `file` for appending ('-' for stdout). Throws LogproxyError(CONFIG_INVALID). */
+  constructor(
+    readonly file: string,
+    private readonly clock: Clock,
+    private readonly onError: (err: unknown) => void = () => {},
+  ) {
+    this.toStdout = file === '-';
+    if (this.toStdout) return;
+    try {
+      this.fd = openSync(file, 'a', 0o600);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? String(err);
+      throw new LogproxyError(
+        ErrorCodes.CONFIG_INVALID,
+        `audit.file: cannot open ${file} for appending (${code}); fix the path or its rights`,
+        { cause: err },
+      );
+    }
+  }
+
+  write(record: AuditRecord): void {
+    const line = JSON.stringify({ ts: new Date(this.clock.now()).toISOString(), ...record });
+    try {
+      if (this.toStdout) process.stdout.write(`${line}\n`);
+      else if (this.fd !== undefined) writeSync(this.fd, `${line}\n`);
+    } catch (err) {
+      this.onError(err);
+    }
+  }
+
+  /** Flushes to disk and closes; safe to call twice. */
+  close(): void {
+    if (this.fd === undefined) return;
+    try {
+      fsyncSync(this.fd);
+    } catch {
+      // fsync may fail on some filesystems (e.g. /dev/stdout); the data was written already
+    }
+    closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+function refFields(ref: SessionRef) {
+  return { session_id: ref.id, subject: ref.subject, target: ref.target };
+}
+
+/** Writes one audit line for each session event that matters to a reviewer. */
+export function auditSessions(sessions: SessionManager, audit: AuditLog): void {
+  sessions.on('created', (e) =>
+    audit.write({
+      event: 'session.created',
+      ...refFields(e.session),
+      ...(e.tokenId ? { token_id: e.tokenId } : {}),
+      idle_timeout_s: e.policy.idleTimeoutMs / 1000,
+      max_lifetime_s: e.policy.maxLifetimeMs / 1000,
+    }),
+  );
+  sessions.on('warned', (e) =>
+    audit.write({
+      event: 'session.warned',
+      ...refFields(e.session),
+      reason: e.ending,
+      threshold_s: e.thresholdMs / 1000,
+      remaining_s: Math.round(e.remainingMs / 1000),
+    }),
+  );
+  sessions.on('refreshed', (e) =>
+    audit.write({
+      event: 'session.refreshed',
+      ...refFields(e.session),
+      ...(e.tokenId ? { token_id: e.tokenId } : {}),
+      token_expires_at: new Date(e.tokenExpiresAtMs).toISOString(),
+    }),
+  );
+  sessions.on('expired', (e) =>
+    audit.write({ event: 'session.expired', ...refFields(e.session), reason: e.reason }),
+  );
+  sessions.on('revoked', (e) =>
+    audit.write({ event: 'session.revoked', ...refFields(e.session), reason: 'revoked', by: e.by }),
+  );
+  sessions.on('ended', (e) =>
+    audit.write({ event: 'session.ended', ...refFields(e.session), reason: e.reason }),
+  );
+}
