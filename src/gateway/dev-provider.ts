@@ -75,7 +75,7 @@ const COOKIE_KEYS_FILE = 'cookie-keys.json';
  *   if (url.pathname.startsWith(dev.mountPath)) return dev.handle(req, res);
  */
 export async function createDevProvider(options: DevProviderOptions): Promise<DevProvider> {
-  const { issuer, audience, clientId, config, logger } = options;
+  const { issuer, config, logger } = options;
   validateOptions(options);
   const mountPath = new URL(issuer).pathname.replace(/\/+$/, '');
 

@@ -48,8 +48,9 @@ export async function startDevIdp(options: DevIdpOptions = {}): Promise<DevIdp> 
   };
 
   // The issuer needs the port, so listen first and attach the provider once created.
-  let provider: DevProvider | undefined;
+  const mounted: { provider?: DevProvider } = {};
   const server = http.createServer((req, res) => {
+    const { provider } = mounted;
     if (provider && req.url?.startsWith(provider.mountPath)) return provider.handle(req, res);
     res.writeHead(404).end();
   });
@@ -60,7 +61,7 @@ export async function startDevIdp(options: DevIdpOptions = {}): Promise<DevIdp> 
   const clientId = options.clientId ?? TEST_CLIENT_ID;
 
   const warnings: DevIdp['warnings'] = [];
-  provider = await createDevProvider({
+  const provider = await createDevProvider({
     issuer,
     audience,
     clientId,
@@ -69,6 +70,7 @@ export async function startDevIdp(options: DevIdpOptions = {}): Promise<DevIdp> 
     introspectionClients: options.introspectionClients,
     logger: { warn: (obj, msg) => warnings.push({ obj, msg }), info: () => {} },
   });
+  mounted.provider = provider;
 
   return {
     issuer,
