@@ -1,0 +1,122 @@
+/**
+ * Cursors of the log stream: opaque to clients, exact for us.
+ *
+ * A cursor names the position just after one record, so resuming from it continues with
+ * exactly the next record, whether the client reconnects, the gateway restarted or a new
+ * session reads the same target.
+ *
+ * - File sources: `f1.<base64url JSON>.<k>.<offset>`. The JSON is the list of every file the
+ *   stream tracks, each `[path, dev, ino, fpLen, fpHash, offset]`; entry `k` is the file the
+ *   record came from and `<offset>` (the byte after its newline) overrides that entry's
+ *   offset. Splitting it this way lets the stream build a record's cursor with one string
+ *   concatenation: the JSON part changes only when the stream moves to another file.
+ *   `fpLen`/`fpHash` fingerprint the file's first line, so a reused inode or a file that was
+ *   truncated and rewritten is not mistaken for the file the cursor was made in.
+ * - Demo sources: `d1.<seed>.<n>`, where n is the sequence number of the next line.
+ */
+
+export interface FilePosition {
+  /** Path when the cursor was made; the file may since have been renamed. */
+  path: string;
+  dev: number;
+  ino: number;
+  /** Bytes of the file's start covered by the fingerprint; 0 when none was taken. */
+  fpLen: number;
+  fpHash: string;
+  /** Byte offset just after the last line served from this file. */
+  offset: number;
+}
+
+export type Cursor =
+  { kind: 'file'; files: FilePosition[] } | { kind: 'demo'; seed: number; next: number };
+
+export class CursorSyntaxError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'CursorSyntaxError';
+  }
+}
+
+/** Longest cursor accepted; a stream tracking thousands of files is not what this is for. */
+export const MAX_CURSOR_LENGTH = 64 * 1024;
+
+type Entry = [string, number, number, number, string, number];
+
+/**
+ * The cursor of a record from `files[current]`, minus its offset: append the offset (as a
+ * decimal string) to get the full cursor.
+ */
+export function fileCursorPrefix(files: readonly FilePosition[], current: number): string {
+  const entries: Entry[] = files.map((f) => [f.path, f.dev, f.ino, f.fpLen, f.fpHash, f.offset]);
+  const json = Buffer.from(JSON.stringify(entries), 'utf8').toString('base64url');
+  return `f1.${json}.${current}.`;
+}
+
+export function encodeFileCursor(files: readonly FilePosition[]): string {
+  if (files.length === 0) return `f1.${Buffer.from('[]').toString('base64url')}.0.0`;
+  return fileCursorPrefix(files, 0) + String(files[0]!.offset);
+}
+
+export function demoCursorPrefix(seed: number): string {
+  return `d1.${seed}.`;
+}
+
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+
+function decodeFileEntries(b64: string): FilePosition[] {
+  let entries: unknown;
+  try {
+    entries = JSON.parse(Buffer.from(b64, 'base64url').toString('utf8'));
+  } catch {
+    throw new CursorSyntaxError('the cursor is damaged');
+  }
+  if (!Array.isArray(entries)) throw new CursorSyntaxError('the cursor is damaged');
+  return entries.map((e: unknown) => {
+    if (
+      !Array.isArray(e) ||
+      e.length !== 6 ||
+      typeof e[0] !== 'string' ||
+      !isCount(e[1]) ||
+      !isCount(e[2]) ||
+      !isCount(e[3]) ||
+      typeof e[4] !== 'string' ||
+      !isCount(e[5])
+    ) {
+      throw new CursorSyntaxError('the cursor is damaged');
+    }
+    return { path: e[0], dev: e[1], ino: e[2], fpLen: e[3], fpHash: e[4], offset: e[5] };
+  });
+}
+
+/** Parses a cursor from a client; throws CursorSyntaxError when it is not one of ours. */
+export function decodeCursor(text: string): Cursor {
+  if (text.length > MAX_CURSOR_LENGTH) throw new CursorSyntaxError('the cursor is too long');
+  const parts = text.split('.');
+
+  if (parts[0] === 'd1' && parts.length === 3) {
+    const seed = Number(parts[1]);
+    const next = Number(parts[2]);
+    if (!/^-?\d+$/.test(parts[1]!) || !Number.isSafeInteger(seed) || !/^\d+$/.test(parts[2]!)) {
+      throw new CursorSyntaxError('the cursor is damaged');
+    }
+    if (!isCount(next)) throw new CursorSyntaxError('the cursor is damaged');
+    return { kind: 'demo', seed, next };
+  }
+
+  if (parts[0] === 'f1' && parts.length === 4) {
+    const files = decodeFileEntries(parts[1]!);
+    if (!/^\d+$/.test(parts[2]!) || !/^\d+$/.test(parts[3]!)) {
+      throw new CursorSyntaxError('the cursor is damaged');
+    }
+    const current = Number(parts[2]);
+    const offset = Number(parts[3]);
+    if (!isCount(offset)) throw new CursorSyntaxError('the cursor is damaged');
+    if (files.length > 0) {
+      if (current >= files.length) throw new CursorSyntaxError('the cursor is damaged');
+      files[current]!.offset = offset;
+    }
+    return { kind: 'file', files };
+  }
+
+  throw new CursorSyntaxError('not a logproxy cursor');
+}
