@@ -175,7 +175,8 @@ export class ChildRegistry {
 
   constructor(
     private readonly cwd: string,
-    private readonly env: NodeJS.ProcessEnv,
+    /** Environment of children started from now on. */
+    public env: NodeJS.ProcessEnv,
   ) {}
 
   /** Runs `node <script> <args>` in its own process group, stdin closed, output piped. */

@@ -5,7 +5,6 @@
  */
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -61,31 +60,15 @@ export async function makeDemoDirs(): Promise<DemoDirs> {
   return dirs;
 }
 
-/** A loopback port free right now (the gateway binds it a moment later). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address
-          ? resolve(address.port)
-          : reject(new Error('no port')),
-      );
-    });
-  });
-}
-
-export function gatewayYaml(dirs: DemoDirs, port: number, interactive: boolean): string {
+export function gatewayYaml(dirs: DemoDirs, interactive: boolean): string {
   const p = DEMO_POLICY;
   const approve = interactive
     ? ''
     : `    auto_approve: ${DEMO_USER}            # no browser needed\n`;
   return `# Written by \`npm run demo\`: a development gateway with short timeouts.
-listen: 127.0.0.1:${port}
+listen: 127.0.0.1:0                   # any free port; the gateway logs the one it took
 auth:
-  audience: http://127.0.0.1:${port}
+  audience: https://logs.demo.example   # the "aud" its access tokens must carry
   client_id: logproxy-cli
   dev:
     users: [${DEMO_USER}, bob]

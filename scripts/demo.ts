@@ -15,7 +15,7 @@
  *   npm run demo                    # auto-approved sign-in, no browser needed
  *   npm run demo -- --interactive   # approve the sign-ins yourself in a browser
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DISCOVERY_PATH } from '../src/protocol/api.js';
@@ -34,7 +34,6 @@ import {
   DEMO_USER,
   FILE_TARGET,
   NumberedLogWriter,
-  freePort,
   gapProblem,
   gatewayYaml,
   makeDemoDirs,
@@ -205,13 +204,11 @@ class Demo {
     this.out.say(
       'using a temporary config dir and file storage; your real config and keychain are untouched',
     );
-    const port = await freePort();
-    this.gatewayUrl = `http://127.0.0.1:${port}`;
-    const yaml = gatewayYaml(this.dirs, port, this.options.interactive);
-    const { writeFileSync } = await import('node:fs');
+    const yaml = gatewayYaml(this.dirs, this.options.interactive);
     writeFileSync(this.dirs.gatewayConfig, yaml);
     this.writer = new NumberedLogWriter(this.dirs.logFile);
-    this.children = new ChildRegistry(REPO, this.childEnv());
+    // The CLI children's env needs the gateway's URL; it is set once the gateway listens.
+    this.children = new ChildRegistry(REPO, process.env);
 
     const p = DEMO_POLICY;
     this.out.say(
@@ -227,9 +224,18 @@ class Demo {
       this.dirs.gatewayConfig,
     ]);
     this.out.say(`gateway pid ${gateway.pid}, its log: ${this.dirs.gatewayLog}`);
-    const { createWriteStream } = await import('node:fs');
-    const log = createWriteStream(this.dirs.gatewayLog);
-    gateway.onLine((l) => log.write(`${l.text}\n`));
+    gateway.onLine((l) => appendFileSync(this.dirs.gatewayLog, `${l.text}\n`));
+    // Port 0: the gateway picks a free port and logs its URL once it listens.
+    const listening = await gateway.expect((l) => gatewayLog(l.text)?.msg === 'listening', {
+      what: 'its "listening" log line',
+      timeoutMs: this.timeouts.gatewayReadyMs,
+    });
+    const url = gatewayLog(listening.text)?.url;
+    if (typeof url !== 'string') {
+      throw new DemoFailure(`the gateway's "listening" line has no url: ${listening.text}`);
+    }
+    this.gatewayUrl = url;
+    this.children.env = this.childEnv();
     await this.waitForDiscovery(gateway);
     this.out.ok(`gateway answers at ${this.gatewayUrl}${DISCOVERY_PATH}`);
   }
@@ -496,6 +502,16 @@ class Demo {
       return `processes still running after teardown: ${list}`;
     }
     this.out.ok(`no process left behind (checked pids: ${pids})`);
+    return undefined;
+  }
+}
+
+/** One JSON line of the gateway's structured log (stderr), or undefined. */
+function gatewayLog(text: string): Record<string, unknown> | undefined {
+  if (!text.startsWith('{')) return undefined;
+  try {
+    return JSON.parse(text) as Record<string, unknown>;
+  } catch {
     return undefined;
   }
 }
