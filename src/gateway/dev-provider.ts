@@ -257,7 +257,13 @@ function buildConfiguration(
         successSource,
       },
       revocation: { enabled: true },
-      introspection: { enabled: true },
+      introspection: {
+        enabled: true,
+        // The CLI (public) may only look at its own tokens; a confidential client (a gateway
+        // configured for introspection) may look at any.
+        allowedPolicy: async (ctx, client, token) =>
+          client.clientAuthMethod !== 'none' || token.clientId === ctx.oidc.client?.clientId,
+      },
       userinfo: { enabled: true },
       resourceIndicators: {
         enabled: true,
