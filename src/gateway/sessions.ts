@@ -374,8 +374,8 @@ export class SessionManager {
       idle_expires_at: iso(idleEnd),
       expires_at: iso(s.expiresAtMs),
       idle_s: seconds(now - s.lastActivityMs),
-      seconds_to_idle_expiry: s.endedAtMs === undefined ? seconds(idleEnd - now) : 0,
-      seconds_to_absolute_end: s.endedAtMs === undefined ? seconds(s.expiresAtMs - now) : 0,
+      seconds_to_idle_expiry: s.endedAtMs === undefined ? secondsLeft(idleEnd - now) : 0,
+      seconds_to_absolute_end: s.endedAtMs === undefined ? secondsLeft(s.expiresAtMs - now) : 0,
       policy: toWirePolicy(s.policy),
     };
     if (s.endedAtMs !== undefined) {
@@ -413,6 +413,12 @@ function iso(ms: number): string {
   return new Date(ms).toISOString();
 }
 
+/** Whole seconds elapsed. */
 function seconds(ms: number): number {
   return Math.max(0, Math.floor(ms / 1000));
+}
+
+/** Whole seconds left, rounded up: "0 left" only once the end has come. */
+function secondsLeft(ms: number): number {
+  return Math.max(0, Math.ceil(ms / 1000));
 }
