@@ -136,6 +136,7 @@ export function parseLogQuery(query: URLSearchParams, nowMs: number): LogQuery |
 
 // ---------- output ----------
 
+// eslint-disable-next-line no-control-regex -- control characters are exactly what JSON escapes
 const NEEDS_ESCAPE = /["\\\u0000-\u001f]/;
 
 /** A JSON string literal; the common case (nothing to escape) is one concatenation. */

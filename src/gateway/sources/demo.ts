@@ -157,7 +157,7 @@ class DemoReader implements LogReader {
   }
 
   private startAt(produced: number, oldest: number): number {
-    const { cursor, sinceMs, limit, match } = this.options;
+    const { cursor, sinceMs, limit } = this.options;
     if (cursor?.kind === 'demo') {
       if (cursor.next >= oldest) return cursor.next;
       this.pending.push({
