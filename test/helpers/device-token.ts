@@ -110,6 +110,7 @@ export async function pollDeviceToken(
   let intervalMs = authorization.intervalS * 1000;
 
   for (;;) {
+    let pending: OAuthResponseError;
     try {
       const body = await postForm(
         endpoint,
@@ -124,9 +125,12 @@ export async function pollDeviceToken(
       if (!(err instanceof OAuthResponseError)) throw err;
       if (err.error === 'slow_down') intervalMs += 5000;
       else if (err.error !== 'authorization_pending') throw err;
+      pending = err;
     }
     if (Date.now() + intervalMs > deadline) {
-      throw new Error(`device code ${authorization.userCode} was not approved in time`);
+      throw new Error(`device code ${authorization.userCode} was not approved in time`, {
+        cause: pending,
+      });
     }
     await sleep(intervalMs, opts.signal);
   }
