@@ -1,11 +1,15 @@
 import type { Command } from 'commander';
 import type { CommandContext } from './context.js';
+import { createConnectCommand } from './connect.js';
+import { createTailCommand } from './tail.js';
 
 /**
  * Adds every subcommand. Each `createXCommand` only declares flags; its action imports what
  * it needs when it runs.
  */
 export function registerCommands(program: Command, ctx: CommandContext): void {
+  program.addCommand(createConnectCommand(ctx));
+  program.addCommand(createTailCommand(ctx));
   void ctx;
   void program;
 }
