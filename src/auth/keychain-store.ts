@@ -187,15 +187,30 @@ export class KeychainTokenStore implements TokenStore {
   readonly location: string;
   private readonly broker: KeychainBroker;
   private readonly timeoutMs: number;
+  private readonly absentIfUnavailable: boolean;
 
-  constructor(options: { broker?: KeychainBroker; timeoutMs?: number } = {}) {
+  /**
+   * @param options.absentIfUnavailable read() resolves undefined (not signed in) instead of
+   *   failing when the keychain is unusable: for profiles nothing says were ever signed in, so
+   *   a headless machine says "run logproxy login" rather than talk about D-Bus.
+   */
+  constructor(
+    options: { broker?: KeychainBroker; timeoutMs?: number; absentIfUnavailable?: boolean } = {},
+  ) {
     this.broker = options.broker ?? defaultKeychainBroker();
     this.timeoutMs = options.timeoutMs ?? KEYCHAIN_CALL_TIMEOUT_MS;
+    this.absentIfUnavailable = options.absentIfUnavailable ?? false;
     this.location = keychainDescription();
   }
 
   async read(gateway: string, profile: string): Promise<StoredCredentials | undefined> {
-    const res = await this.call('get', gateway, profile);
+    let res: Extract<BrokerResponse, { ok: true }>;
+    try {
+      res = await this.call('get', gateway, profile);
+    } catch (err) {
+      if (this.absentIfUnavailable) return undefined;
+      throw err;
+    }
     if (res.value === null || res.value === undefined) return undefined;
     return parseStoredCredentials(
       res.value,

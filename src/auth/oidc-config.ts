@@ -6,7 +6,7 @@
 import * as oidc from 'openid-client';
 import { describeOidcError } from './device-flow.js';
 import type { Fetch } from './http.js';
-import { ErrorCodes, LogproxyError } from '../util/errors.js';
+import { ErrorCodes, LogproxyError, isLogproxyError } from '../util/errors.js';
 
 export interface OidcConfigOptions {
   /** Our HTTP client (proxy, CA, timeouts, tracing); default: the global fetch. */
@@ -69,8 +69,27 @@ async function discover(
   try {
     return await oidc.discovery(new URL(issuer), clientId, undefined, oidc.None(), options);
   } catch (err) {
-    throw describeOidcError(err, `the identity provider ${issuer}`);
+    throw describeProviderError(err, `the identity provider ${issuer}`, 'read its metadata');
   }
+}
+
+/**
+ * A LogproxyError for whatever an openid-client call threw. Network failures of the global
+ * fetch (a TypeError "fetch failed") become a retryable UNREACHABLE; our own fetch's errors
+ * and OAuth answers are described by device-flow's `describeOidcError`.
+ *
+ * @param step what we were doing, for the message: "refresh the access token".
+ */
+export function describeProviderError(err: unknown, server: string, step: string): LogproxyError {
+  if (err instanceof TypeError && !isLogproxyError(err)) {
+    const cause = (err as { cause?: { code?: string } }).cause;
+    return new LogproxyError(
+      ErrorCodes.UNREACHABLE,
+      `could not reach ${server} to ${step} (${cause?.code ?? err.message})`,
+      { cause: err, retryable: true },
+    );
+  }
+  return describeOidcError(err, server);
 }
 
 /**

@@ -16,7 +16,7 @@ import { credentialsFileName } from './file-store.js';
 import type { Fetch } from './http.js';
 import type { AccessTokenSource, StoreKind, StoredCredentials, TokenStore } from './types.js';
 import { systemClock, type Clock } from '../util/clock.js';
-import { ErrorCodes, LogproxyError, isLogproxyError } from '../util/errors.js';
+import { ErrorCodes, LogproxyError } from '../util/errors.js';
 
 /** A token must stay valid this long to be handed out: enough for a request to arrive. */
 export const DEFAULT_MIN_VALIDITY_MS = 60_000;
@@ -268,20 +268,17 @@ class LockedTokenManager implements TokenManager {
     if (err instanceof client.ResponseBodyError && TERMINAL_OAUTH_ERRORS.has(err.error)) {
       return this.sessionEnded('refresh token expired or revoked', err);
     }
-    const server = `the identity provider ${creds.issuer}`;
-    if (err instanceof TypeError && !isLogproxyError(err)) {
-      // The global fetch's network failures ("fetch failed"); our own fetch throws
-      // LogproxyError UNREACHABLE instead, found by describeOidcError.
-      const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      return new LogproxyError(
-        ErrorCodes.UNREACHABLE,
-        `could not reach ${server} to refresh the access token (${cause?.code ?? err.message}); ` +
-          'your sign-in is kept, try again when the network is back',
-        { cause: err, retryable: true },
-      );
+    const { describeProviderError } = await import('./oidc-config.js');
+    const described = describeProviderError(
+      err,
+      `the identity provider ${creds.issuer}`,
+      'refresh the access token',
+    );
+    if (described.code === ErrorCodes.UNREACHABLE) {
+      // Said plainly, because people fear a network blip signed them out.
+      described.message += '; your sign-in is kept, try again when the network is back';
     }
-    const { describeOidcError } = await import('./device-flow.js');
-    return describeOidcError(err, server);
+    return described;
   }
 
   private lock(): Promise<() => Promise<void>> {

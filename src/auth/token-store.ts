@@ -58,10 +58,13 @@ export function keychainUnavailableError(reason: string, paths: StorePaths): Log
 export function openTokenStore(
   kind: StoreKind,
   paths: Pick<StorePaths, 'credentialsDir'>,
-  options: StoreOptions = {},
+  options: StoreOptions & { absentIfUnavailable?: boolean } = {},
 ): TokenStore {
   if (kind === 'file') return new FileTokenStore(paths.credentialsDir);
-  return new KeychainTokenStore(options.broker ? { broker: options.broker } : {});
+  return new KeychainTokenStore({
+    broker: options.broker,
+    absentIfUnavailable: options.absentIfUnavailable,
+  });
 }
 
 /**
@@ -84,7 +87,9 @@ export async function chooseLoginStore(
 
 /**
  * The store that holds an existing sign-in: the one the profiles index names; without an
- * index entry, a credentials file if one exists, else `preferred`, else the keychain.
+ * index entry, a credentials file if one exists, else `preferred`, else the keychain (whose
+ * reads then treat an unusable keychain as "not signed in", since nothing says this profile
+ * ever signed in).
  */
 export async function storeForProfile(
   gateway: string,
@@ -104,7 +109,7 @@ export async function storeForProfile(
     () => false,
   );
   if (exists) return fileStore;
-  return openTokenStore(preferred ?? 'keychain', paths, options);
+  return openTokenStore(preferred ?? 'keychain', paths, { ...options, absentIfUnavailable: true });
 }
 
 /** The warning the CLI prints after storing tokens in a file; undefined for the keychain. */

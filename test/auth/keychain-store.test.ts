@@ -8,6 +8,7 @@ import {
   chooseLoginStore,
   KeychainBroker,
   probeKeychain,
+  storeForProfile,
   type StorePaths,
 } from '../../src/auth/token-store.js';
 import { isLogproxyError, ErrorCodes } from '../../src/util/errors.js';
@@ -114,6 +115,13 @@ test(
       assert.ok(err.message.includes(`token_store: file" in ${paths.configFile}`));
       return true;
     });
+
+    // A profile nothing says was ever signed in reads as "not signed in", not as a D-Bus error.
+    const unknown = await storeForProfile('https://logs.example.com', 'default', paths, undefined, {
+      broker,
+    });
+    assert.equal(unknown.kind, 'keychain');
+    assert.equal(await unknown.read('https://logs.example.com', 'default'), undefined);
 
     const store = await chooseLoginStore(paths, 'file', { broker });
     assert.equal(store.kind, 'file');
