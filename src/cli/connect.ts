@@ -76,7 +76,7 @@ export function createConnectCommand(ctx: CommandContext): Command {
       `
 Examples:
   $ logproxy connect prod-logs
-  $ curl "$(logproxy connect prod-logs --json & ...)"   # see docs/connect.md for scripts
+  $ logproxy connect prod-logs --json > tunnel.json &   # scripts: see docs/connect.md
   $ logproxy connect prod-logs --port 3100 --events json
 
 Exit codes: 0 ended, 5 gateway lost, 10 idle timeout, 11 maximum lifetime, 12 revoked,
@@ -362,7 +362,58 @@ async function signInInline(
 
 /** Builds the real auth services for the resolved gateway and profile. */
 async function loadServices(options: ConnectOptions, io: IO): Promise<ConnectServices> {
-  void options;
-  void io;
-  throw new LogproxyError(ErrorCodes.INTERNAL, 'auth services are not wired yet');
+  const [config, http, store, refresh, gatewayApi, signInModule] = await Promise.all([
+    import('./config.js'),
+    import('../auth/http.js'),
+    import('../auth/token-store.js'),
+    import('../auth/refresh.js'),
+    import('../auth/gateway-api.js'),
+    import('../auth/sign-in.js'),
+  ]);
+  const settings = await config.resolveClientSettings(
+    {
+      ...(options.gateway !== undefined ? { gateway: options.gateway } : {}),
+      ...(options.profile !== undefined ? { profile: options.profile } : {}),
+    },
+    io.env,
+  );
+  const gateway = await config.requireGateway(settings);
+  const trace = (line: string): void => void io.stderr.write(`${line}\n`);
+  const client = http.createHttpClient({ verbose: options.verbose, trace, env: io.env });
+  client.nameServer(gateway, 'the gateway');
+  const tokenStore = await store.storeForProfile(
+    gateway,
+    settings.profile,
+    settings.paths,
+    settings.tokenStore,
+  );
+  const tokens = refresh.createTokenManager({
+    gateway,
+    profile: settings.profile,
+    store: tokenStore,
+    locksDir: settings.paths.locksDir,
+    fetch: client,
+    allowInsecure: gateway.startsWith('http:'),
+  });
+  const api = gatewayApi.createGatewayApi({ baseUrl: gateway, tokens, fetch: client });
+  return {
+    gateway,
+    profile: settings.profile,
+    stateDir: settings.paths.stateDir,
+    api,
+    tokens,
+    async signIn(callbacks, signal) {
+      // Re-authentication writes to the store this tunnel already reads from.
+      await signInModule.signIn({
+        gateway,
+        profile: settings.profile,
+        paths: settings.paths,
+        store: tokenStore,
+        fetch: client,
+        signal,
+        callbacks,
+      });
+    },
+    close: () => client.close(),
+  };
 }

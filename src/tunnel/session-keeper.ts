@@ -77,6 +77,8 @@ const FIRST_RETRY_MS = 500;
 const GRACE_INTERVALS = 3;
 /** Refresh the access token this long before it expires (less for very short tokens). */
 const REFRESH_MARGIN_MS = 60_000;
+/** A forwarded request reaches the gateway in milliseconds; this covers a slow one. */
+const REQUEST_MIN_VALIDITY_MS = 5_000;
 /** After a transient refresh failure, try again this soon. */
 const REFRESH_RETRY_MS = 2_000;
 /** Never heartbeat more often than this, even to catch a warning threshold on time. */
@@ -106,7 +108,6 @@ export class SessionKeeper {
   private warnedLifetime = new Set<number>();
   private warnedIdle = new Set<number>();
   private waiters: Waiter[] = [];
-  private token: string | undefined;
   private refreshing: Promise<string> | undefined;
   private resolveDone!: (end: TunnelEnd) => void;
   /** Resolves once the tunnel is over, with why. Never rejects. */
@@ -141,7 +142,7 @@ export class SessionKeeper {
    * gateway's error (access denied, unknown target, not signed in...) without emitting events.
    */
   async start(): Promise<SessionState> {
-    this.token = await this.options.tokens.getAccessToken({ signal: this.abort.signal });
+    await this.options.tokens.getAccessToken({ signal: this.abort.signal });
     const session = await this.options.api.createSession(this.options.target, this.abort.signal);
     this.adopt(session);
     this.scheduleRefresh();
@@ -188,11 +189,15 @@ export class SessionKeeper {
     });
   }
 
-  /** The current access token (kept fresh by the keeper). */
-  async accessToken(): Promise<string> {
-    if (this.token !== undefined) return this.token;
-    this.token = await this.options.tokens.getAccessToken({ signal: this.abort.signal });
-    return this.token;
+  /**
+   * An access token for one forwarded request. The keeper refreshes ahead of expiry, so this
+   * is normally the source's in-memory token; the floor only matters if a refresh is late.
+   */
+  accessToken(): Promise<string> {
+    return this.options.tokens.getAccessToken({
+      minValidityMs: REQUEST_MIN_VALIDITY_MS,
+      signal: this.abort.signal,
+    });
   }
 
   /**
@@ -415,7 +420,6 @@ export class SessionKeeper {
   private async doRefresh(): Promise<string> {
     try {
       const token = await this.options.tokens.refresh(this.abort.signal);
-      this.token = token;
       const expiresAt = this.options.tokens.describe()?.accessTokenExpiresAt ?? 0;
       this.emit({ type: 'refreshed', accessTokenExpiresAt: expiresAt });
       this.scheduleRefresh();
@@ -507,7 +511,7 @@ export class SessionKeeper {
     this.emit({ type: 'reauthenticating', reason, sessionId });
     await this.options.reauth!(signal);
     await this.options.tokens.reload();
-    this.token = await this.options.tokens.getAccessToken({ signal });
+    await this.options.tokens.getAccessToken({ signal });
   }
 
   /** After a sign-in the old session may still be open (only the token had run out). */
