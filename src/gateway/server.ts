@@ -117,9 +117,14 @@ export async function createGateway(
   });
 
   await listen(server, config.listen.host, config.listen.port);
-  const url = config.publicUrl ?? localUrl(server, Boolean(tls), config.listen.host);
+  const localOrigin = localUrl(server, Boolean(tls), config.listen.host);
+  const url = config.publicUrl ?? localOrigin;
   try {
-    await app.start(url, tls?.cert, deps.dataPlane ?? defaultDataPlane(config, { clock, logger }));
+    await app.start(
+      url,
+      localOrigin,
+      deps.dataPlane ?? defaultDataPlane(config, { clock, logger }),
+    );
   } catch (err) {
     server.close();
     audit.close();
@@ -262,7 +267,7 @@ class App {
   }
 
   /** Runs once the port is bound, when the base URL (and so the dev issuer) is known. */
-  async start(url: string, tlsCert: Buffer | undefined, dataPlane: DataPlane | undefined) {
+  async start(url: string, localOrigin: string, dataPlane: DataPlane | undefined) {
     this.baseUrl = url;
     const { auth } = this.config;
     if (auth.dev) {
@@ -284,9 +289,7 @@ class App {
       clockToleranceS: auth.clockToleranceS,
       clientId: auth.clientId,
       ...(auth.introspection ? { introspection: auth.introspection } : {}),
-      // The embedded provider behind our own TLS certificate: trust that certificate for
-      // the JWKS fetch, as the CLI does with its private CA.
-      ...(auth.dev && tlsCert ? { fetch: await fetchTrusting(tlsCert) } : {}),
+      ...(auth.dev ? { fetch: await fetchOwnIssuer(this.issuer, localOrigin) } : {}),
     });
     if (dataPlane) this.dataPlane = dataPlane;
   }
@@ -646,10 +649,21 @@ async function readJson(req: IncomingMessage, res: ServerResponse): Promise<unkn
   }
 }
 
-/** A fetch that trusts one extra certificate (the gateway's own, for its embedded issuer). */
-async function fetchTrusting(cert: Buffer): Promise<typeof fetch> {
+/**
+ * The fetch the token verifier uses for the embedded issuer's keys. The issuer is this very
+ * process, so requests for the issuer's origin go straight to the address we are bound to
+ * (public_url may name a proxy the gateway itself cannot reach); certificate checks are off
+ * for that connection only (a self-signed or private-CA certificate is normal in
+ * development), and nothing else is fetched through it.
+ */
+async function fetchOwnIssuer(issuer: string, localOrigin: string): Promise<typeof fetch> {
   const { Agent, fetch: undiciFetch } = await import('undici');
-  const dispatcher = new Agent({ connect: { ca: cert } });
-  return ((input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) =>
-    undiciFetch(input as never, { ...(init as object), dispatcher } as never)) as typeof fetch;
+  const dispatcher = new Agent({ connect: { rejectUnauthorized: false } });
+  const issuerOrigin = new URL(issuer).origin;
+  return ((input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    if (url.origin !== issuerOrigin) throw new TypeError(`unexpected fetch of ${url.origin}`);
+    const local = new URL(`${url.pathname}${url.search}`, localOrigin);
+    return undiciFetch(local, { ...(init as object), dispatcher } as never);
+  }) as typeof fetch;
 }

@@ -483,6 +483,47 @@ describe('gateway with two users and an injected clock', () => {
   });
 });
 
+describe('gateway over TLS with a private CA', () => {
+  it('serves HTTPS and verifies tokens of its embedded issuer', async (t) => {
+    const { createPrivateCa } = await import('../helpers/private-ca.js');
+    const { Agent, fetch: undiciFetch } = await import('undici');
+    const ca = await createPrivateCa();
+    t.after(() => ca.cleanup());
+    const gw = await startGateway({ tls: { certFile: ca.certFile, keyFile: ca.keyFile } });
+    t.after(() => gw.close());
+    assert.match(gw.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(gw.issuer, `${gw.url}/oidc`);
+
+    const dispatcher = new Agent({ connect: { ca: await readFile(ca.caFile) } });
+    t.after(() => dispatcher.close());
+    const get = (url: string, token?: string) =>
+      undiciFetch(url, {
+        dispatcher,
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      });
+    const d = (await (await get(`${gw.url}/.well-known/logproxy`)).json()) as DiscoveryDocument;
+    assert.equal(d.issuer, gw.issuer);
+    await assert.rejects(fetch(`${gw.url}/healthz`), 'an untrusted CA is refused');
+
+    // A token signed with the provider's key: the gateway fetches its own JWKS over TLS.
+    const keys = JSON.parse(
+      await readFile(path.join(gw.dataDir, 'idp', 'signing-keys.json'), 'utf8'),
+    ) as { keys: JWK[] };
+    const jwk = keys.keys.find((k) => k.alg === 'ES256')!;
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({ sub: 'alice', client_id: 'logproxy-cli', auth_time: now })
+      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: jwk.kid })
+      .setIssuer(gw.issuer)
+      .setAudience(gw.audience)
+      .setIssuedAt(now)
+      .setExpirationTime(now + 300)
+      .sign((await importJWK(jwk, 'ES256')) as SigningKey);
+    const targets = await get(`${gw.url}/v1/targets`, token);
+    assert.equal(targets.status, 200);
+    assert.equal(((await targets.json()) as TargetList).targets[0]!.name, 'demo');
+  });
+});
+
 describe('logproxy-gateway as a process', () => {
   it('validates a config with --check (0 valid, 2 invalid, with the line)', async () => {
     const run = async (yaml: string) => {
@@ -505,6 +546,26 @@ describe('logproxy-gateway as a process', () => {
     const bad = await run(gatewayYaml().replace('admins:', 'admns:'));
     assert.equal(bad.code, 2);
     assert.match(bad.out, /gateway\.yaml:10: admns: unknown key \(did you mean admins\?\)/);
+  });
+
+  it('runs --dev with no file and says where things are', async () => {
+    const child = await spawnGateway(null, {
+      args: ['--dev', '--listen', '127.0.0.1:0', '--auto-approve', 'alice'],
+    });
+    try {
+      const d = await call<DiscoveryDocument>(`${child.url}/.well-known/logproxy`);
+      assert.equal(d.body.dev, true);
+      assert.equal(d.body.issuer, `${child.url}/oidc`);
+      const page = await call<string>(`${child.url}/oidc/device`);
+      assert.equal(page.status, 200);
+      assert.match(page.body, /<form/i);
+      const err = child.stderr();
+      assert.match(err, /DEVELOPMENT MODE/);
+      assert.match(err, new RegExp(`audit file +${child.dir}/state/logproxy-gateway/dev/audit`));
+      assert.match(err, /users +alice, bob \(admins: alice\); every device code is approved/);
+    } finally {
+      assert.equal(await child.stop(), 0);
+    }
   });
 
   it('stops cleanly on SIGTERM: sessions end as gateway_shutdown, audit flushed', async () => {
