@@ -186,12 +186,15 @@ export interface StreamOptions {
 class NdjsonWriter {
   private out = '';
   private lastActivityMs: number;
+  /** When something last went out: grep can hide data for longer than the keepalive period. */
+  lastWriteMs: number;
 
   constructor(
     private readonly res: ServerResponse,
     private readonly options: StreamOptions,
   ) {
     this.lastActivityMs = options.clock.now();
+    this.lastWriteMs = options.clock.now();
   }
 
   /**
@@ -232,6 +235,7 @@ class NdjsonWriter {
     const chunk = this.out;
     this.out = '';
     this.noteActivity();
+    this.lastWriteMs = this.options.clock.now();
     if (this.res.write(chunk)) return;
     await this.drained();
   }
@@ -273,7 +277,8 @@ export async function streamLogs(res: ServerResponse, options: StreamOptions): P
   // Where a new request should resume if this one stops now.
   let resumeCursor = reader.cursor();
   while (!signal.aborted) {
-    const event = await reader.next(keepaliveMs);
+    const quietMs = clock.now() - writer.lastWriteMs;
+    const event = await reader.next(Math.max(1, keepaliveMs - quietMs));
     if (event === null || signal.aborted) break;
     if (event.kind === 'lines') {
       const stoppedAt = await writer.writeBatch(event);
@@ -283,7 +288,8 @@ export async function streamLogs(res: ServerResponse, options: StreamOptions): P
       }
     } else if (event.kind === 'notice') {
       await writer.writeNotice({ ...event.notice, cursor: event.notice.cursor ?? reader.cursor() });
-    } else {
+    }
+    if (event.kind === 'idle' || clock.now() - writer.lastWriteMs >= keepaliveMs) {
       await writer.writeNotice({ notice: 'keepalive', ts: isoNow(), cursor: reader.cursor() });
     }
     resumeCursor = reader.cursor();
