@@ -49,6 +49,11 @@ export interface TokenVerifierOptions {
   fetch?: typeof fetch;
   /** Injected clock (epoch ms) for exp/nbf checks. */
   now?: () => number;
+  /**
+   * Least time between two JWKS fetches caused by unknown `kid`s (default 30 s). Tests set it
+   * to 0 to see a key rotation at once.
+   */
+  jwksRefetchCooldownMs?: number;
 }
 
 /** RFC 9068 section 2.1; `application/at+jwt` is the same media type spelled in full. */
@@ -61,7 +66,7 @@ const INTROSPECTION_TIMEOUT_MS = 3_000;
  * An unknown `kid` makes jose refetch the JWKS (the issuer may have rotated keys), but at most
  * once per cooldown, so tokens with random kids cannot make us hammer the issuer.
  */
-const JWKS_REFETCH_COOLDOWN_MS = 30_000;
+const DEFAULT_JWKS_REFETCH_COOLDOWN_MS = 30_000;
 const JWKS_CACHE_MAX_AGE_MS = 10 * 60_000;
 
 /**
@@ -76,7 +81,11 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
   const algorithms = validateAlgorithms(options.algorithms);
   const fetchImpl = options.fetch ?? fetch;
   const now = options.now ?? Date.now;
-  const keys = lazyRemoteKeys(options.issuer, fetchImpl);
+  const keys = lazyRemoteKeys(
+    options.issuer,
+    fetchImpl,
+    options.jwksRefetchCooldownMs ?? DEFAULT_JWKS_REFETCH_COOLDOWN_MS,
+  );
   const introspect = options.introspection
     ? createIntrospector(options, options.introspection, fetchImpl, now)
     : undefined;
@@ -233,7 +242,7 @@ interface LazyKeys {
  * jose's remote key set, which caches keys and refetches on an unknown `kid`. A failed
  * discovery is forgotten, so the next request tries again.
  */
-function lazyRemoteKeys(issuer: string, fetchImpl: typeof fetch): LazyKeys {
+function lazyRemoteKeys(issuer: string, fetchImpl: typeof fetch, cooldownMs: number): LazyKeys {
   let keys: Promise<JWTVerifyGetKey> | undefined;
 
   const load = async (): Promise<JWTVerifyGetKey> => {
@@ -263,7 +272,7 @@ function lazyRemoteKeys(issuer: string, fetchImpl: typeof fetch): LazyKeys {
     }
     return createRemoteJWKSet(new URL(doc.jwks_uri), {
       timeoutDuration: JWKS_TIMEOUT_MS,
-      cooldownDuration: JWKS_REFETCH_COOLDOWN_MS,
+      cooldownDuration: cooldownMs,
       cacheMaxAge: JWKS_CACHE_MAX_AGE_MS,
       [customFetch]: fetchImpl,
     });

@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { createPublicKey, randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -14,6 +15,7 @@ import {
   SignJWT,
   base64url,
   decodeJwt,
+  decodeProtectedHeader,
   exportJWK,
   generateKeyPair,
   importJWK,
@@ -316,5 +318,37 @@ describe('token verifier with opaque tokens and RFC 7662 introspection', () => {
       introspection: { url: `http://127.0.0.1:${port}/introspect`, ...gatewayClient },
     });
     await rejects(down.verify(tokens.accessToken), 'introspection_failed');
+  });
+});
+
+describe('token verifier across a key rotation', () => {
+  test('after the issuer rotates its keys, tokens with the new kid verify', async (t) => {
+    const dirs = await Promise.all([1, 2].map(() => mkdtemp(path.join(os.tmpdir(), 'lp-rotate-'))));
+    t.after(() => Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true }))));
+
+    const before = await startDevIdp({ dataDir: dirs[0] });
+    const { port } = before.server.address() as AddressInfo;
+    const verifier = createTokenVerifier({
+      issuer: before.issuer,
+      audience: before.audience,
+      algorithms: ALGORITHMS,
+      clockToleranceS: TOLERANCE_S,
+      jwksRefetchCooldownMs: 0,
+    });
+    const old = await deviceLogin(before.issuer, before.clientId);
+    assert.equal((await verifier.verify(old.accessToken)).subject, 'alice');
+    await before.close({ keepData: true });
+
+    // Same issuer URL, fresh keys: the verifier's cached key set no longer has the kid.
+    const rotated = await startDevIdp({ dataDir: dirs[1], port });
+    t.after(() => rotated.close({ keepData: true }));
+    const fresh = await deviceLogin(rotated.issuer, rotated.clientId);
+    assert.notEqual(
+      decodeProtectedHeader(fresh.accessToken).kid,
+      decodeProtectedHeader(old.accessToken).kid,
+    );
+    assert.equal((await verifier.verify(fresh.accessToken)).subject, 'alice');
+    // The old key is gone from the issuer: its tokens now fail.
+    await rejects(verifier.verify(old.accessToken), 'unknown_kid');
   });
 });
