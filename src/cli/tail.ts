@@ -472,12 +472,13 @@ async function signInInline(
 
 /** The real auth services for the resolved gateway and profile. */
 async function loadServices(options: TailOptions, io: IO): Promise<TailServices> {
-  const [config, http, store, refresh, gatewayApi] = await Promise.all([
+  const [config, http, store, refresh, gatewayApi, signInModule] = await Promise.all([
     import('./config.js'),
     import('../auth/http.js'),
     import('../auth/token-store.js'),
     import('../auth/refresh.js'),
     import('../auth/gateway-api.js'),
+    import('../auth/sign-in.js'),
   ]);
   const settings = await config.resolveClientSettings(
     {
@@ -521,6 +522,18 @@ async function loadServices(options: TailOptions, io: IO): Promise<TailServices>
     api,
     tokens,
     fetch: streamClient as unknown as TailServices['fetch'],
+    async signIn(callbacks, signal) {
+      // Re-authentication writes to the store this process already reads from.
+      await signInModule.signIn({
+        gateway,
+        profile: settings.profile,
+        paths: settings.paths,
+        store: tokenStore,
+        fetch: client,
+        signal,
+        callbacks,
+      });
+    },
     async close() {
       await Promise.allSettled([client.close(), streamClient.close()]);
     },
