@@ -59,8 +59,8 @@ export class AuditLog {
   write(record: AuditRecord): void {
     const line = JSON.stringify({ ts: new Date(this.clock.now()).toISOString(), ...record });
     try {
-      if (this.toStdout) process.stdout.write(`${line}\n`);
-      else if (this.fd !== undefined) writeSync(this.fd, `${line}\n`);
+      if (this.toStdout) writeAllSync(1, `${line}\n`);
+      else if (this.fd !== undefined) writeAllSync(this.fd, `${line}\n`);
     } catch (err) {
       this.onError(err);
     }
@@ -78,6 +78,26 @@ export class AuditLog {
     this.fd = undefined;
   }
 }
+
+/**
+ * Writes all of `text`, blocking. stdout may be a non-blocking pipe whose buffer is full
+ * (EAGAIN): process.stdout.write would then queue in memory and lose the lines on exit.
+ */
+function writeAllSync(fd: number, text: string): void {
+  let buf = Buffer.from(text);
+  let spins = 0;
+  while (buf.length > 0) {
+    try {
+      buf = buf.subarray(writeSync(fd, buf));
+      spins = 0;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || ++spins > 10_000) throw err;
+      Atomics.wait(WAIT, 0, 0, 1); // the reader is slow: wait a millisecond, then retry
+    }
+  }
+}
+
+const WAIT = new Int32Array(new SharedArrayBuffer(4));
 
 function refFields(ref: SessionRef) {
   return { session_id: ref.id, subject: ref.subject, target: ref.target };

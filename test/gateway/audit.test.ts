@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { AuditLog } from '../../src/gateway/audit.js';
+import { ManualClock } from '../../src/util/clock.js';
+import { ErrorCodes, isLogproxyError } from '../../src/util/errors.js';
+
+const DIST = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+describe('AuditLog', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'lp-audit-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  it('creates the file 0600 and writes one JSON object per line with the time first', async () => {
+    const clock = new ManualClock(Date.UTC(2026, 4, 1, 12));
+    const file = path.join(dir, 'new.jsonl');
+    const audit = new AuditLog(file, clock);
+    audit.write({ event: 'session.created', session_id: 'ses_x', subject: 'a', target: 't' });
+    clock.advance(1500);
+    audit.write({ event: 'token.rejected', reason: 'expired', path: '/v1/targets' });
+    audit.close();
+    audit.close();
+    assert.equal((await stat(file)).mode & 0o777, 0o600);
+    const text = await readFile(file, 'utf8');
+    assert.equal(
+      text,
+      '{"ts":"2026-05-01T12:00:00.000Z","event":"session.created","session_id":"ses_x",' +
+        '"subject":"a","target":"t"}\n' +
+        '{"ts":"2026-05-01T12:00:01.500Z","event":"token.rejected","reason":"expired",' +
+        '"path":"/v1/targets"}\n',
+    );
+  });
+
+  it('appends to an existing trail and never truncates it', async () => {
+    const file = path.join(dir, 'old.jsonl');
+    await writeFile(file, '{"ts":"2025-01-01T00:00:00.000Z","event":"session.ended"}\n');
+    const audit = new AuditLog(file, new ManualClock());
+    audit.write({ event: 'session.refused', subject: 'bob', target: 't', reason: 'forbidden' });
+    audit.close();
+    const lines = (await readFile(file, 'utf8')).trim().split('\n');
+    assert.equal(lines.length, 2);
+    assert.equal(JSON.parse(lines[0]!).event, 'session.ended');
+    assert.equal(JSON.parse(lines[1]!).reason, 'forbidden');
+  });
+
+  it('refuses a path it cannot open, naming the key', () => {
+    assert.throws(
+      () => new AuditLog(path.join(dir, 'missing-dir', 'a.jsonl'), new ManualClock()),
+      (err: Error) =>
+        isLogproxyError(err, ErrorCodes.CONFIG_INVALID) &&
+        /audit\.file: cannot open .* \(ENOENT\)/.test(err.message),
+    );
+  });
+
+  it('writes to stdout for "-", every line before the process exits', async () => {
+    const script = `
+      import { AuditLog } from ${JSON.stringify(path.join(DIST, 'src/gateway/audit.js'))};
+      const audit = new AuditLog('-', { now: () => 0 });
+      for (let i = 0; i < 2000; i++) audit.write({ event: 'session.warned', n: i });
+      process.exit(0);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script]);
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    const code = await new Promise((resolve) => child.on('exit', resolve));
+    assert.equal(code, 0);
+    const lines = out.trim().split('\n');
+    assert.equal(lines.length, 2000);
+    assert.deepEqual(JSON.parse(lines[1999]!), {
+      ts: '1970-01-01T00:00:00.000Z',
+      event: 'session.warned',
+      n: 1999,
+    });
+  });
+});
