@@ -41,6 +41,11 @@ function handle(Entry: EntryConstructor, req: BrokerRequest): BrokerResponse {
     const entry = new Entry(req.service, req.account, ENTRY_OPTIONS);
     switch (req.op) {
       case 'probe':
+        // A write and a delete, not just a read: a locked keyring may answer reads of missing
+        // items yet refuse to store one, and `login` is about to store one.
+        entry.setPassword('probe');
+        entry.deleteCredential();
+        return { id: req.id, ok: true };
       case 'get':
         return { id: req.id, ok: true, value: entry.getPassword() };
       case 'set':

@@ -109,6 +109,8 @@ export class KeychainBroker {
     });
     // Native libraries sometimes print to stderr; drain it so the pipe never fills up.
     child.stderr.resume();
+    // Writing to a broker that just died raises EPIPE here; its exit handler reports it.
+    child.stdin.on('error', () => undefined);
     child.on('error', (err) => this.kill(err));
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = undefined;
@@ -274,6 +276,10 @@ function explain(message: string): string {
   }
   if (/ServiceUnknown|org\.freedesktop\.secrets|was not provided by any/i.test(message)) {
     return 'no Secret Service is running on the session bus';
+  }
+  if (/no result found/i.test(message)) {
+    // gnome-keyring started on demand by D-Bus, without a password, has no default keyring.
+    return 'the Secret Service has no usable default keyring (started without a password?)';
   }
   if (/prompt was dismissed|locked/i.test(message)) {
     return 'the keyring is locked and cannot be unlocked without a desktop prompt';

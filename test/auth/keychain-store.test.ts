@@ -78,6 +78,24 @@ test(
   },
 );
 
+test(
+  'a keyring that is locked with nobody to unlock it counts as no keychain',
+  {
+    skip: linuxOnly,
+  },
+  async (t) => {
+    if (!requireSecretServiceTools(t)) return;
+    const result = await runWithSecretService(SCENARIOS, ['locked'], { startKeyring: false });
+    assert.equal(result.code, 0, result.stderr);
+    const r = lastJsonLine<{ probe: { available: boolean; reason?: string } }>(result);
+    assert.equal(r.probe.available, false);
+    assert.match(
+      r.probe.reason ?? '',
+      /no usable default keyring|locked and cannot be unlocked without a desktop prompt/,
+    );
+  },
+);
+
 async function tempPaths(t: { after(fn: () => Promise<void>): void }): Promise<StorePaths> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'logproxy-nokeychain-'));
   t.after(() => rm(dir, { recursive: true, force: true }));

@@ -66,7 +66,15 @@ exit $rc
 export async function runWithSecretService(
   script: string,
   args: string[] = [],
-  options: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  options: {
+    env?: NodeJS.ProcessEnv;
+    timeoutMs?: number;
+    /**
+     * false: a session bus only. A keychain call then makes D-Bus start gnome-keyring on
+     * demand with no password: a locked keyring, as on a headless box after a reboot.
+     */
+    startKeyring?: boolean;
+  } = {},
 ): Promise<ScriptResult> {
   const home = await mkdtemp(path.join(os.tmpdir(), 'logproxy-keyring-'));
   try {
@@ -80,7 +88,8 @@ export async function runWithSecretService(
       LOGPROXY_TEST_KEYRING_PASSWORD: 'logproxy-test-keyring',
       ...options.env,
     };
-    const argv = ['--', 'sh', '-c', WRAPPER, 'wrapper', process.execPath, script, ...args];
+    const wrapper = options.startKeyring === false ? 'exec "$@"' : WRAPPER;
+    const argv = ['--', 'sh', '-c', wrapper, 'wrapper', process.execPath, script, ...args];
     return await runDetached('dbus-run-session', argv, env, options.timeoutMs ?? 60_000);
   } finally {
     await rm(home, { recursive: true, force: true });
