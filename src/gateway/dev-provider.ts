@@ -111,6 +111,10 @@ export async function createDevProvider(options: DevProviderOptions): Promise<De
     mountPath,
     handle(req: IncomingMessage, res: ServerResponse): void {
       const rest = stripMountPath(req.url ?? '/', mountPath);
+      if (rest === undefined) {
+        sendHtml(res, 404, errorPage('Not found', 'There is no such page.'));
+        return;
+      }
       if (rest.startsWith('/interaction/')) {
         interactions(req, res, rest).catch((err: unknown) => {
           logger?.warn({ err: (err as Error).message }, 'development sign-in page failed');
@@ -372,7 +376,13 @@ function deviceAuthorizationExtras(options: DevProviderOptions): KoaMiddleware {
   return async (ctx, next) => {
     await next();
     if (ctx.oidc?.route !== 'device_authorization' || ctx.status !== 200) return;
-    if (autoApprove !== undefined) await approveAs(ctx, autoApprove, options.audience);
+    if (autoApprove !== undefined) {
+      await approveAs(ctx, autoApprove, options.audience);
+      options.logger?.info(
+        { user: autoApprove },
+        'development provider auto-approved a device code',
+      );
+    }
     (ctx.body as Record<string, unknown>).interval = pollIntervalS;
   };
 }
@@ -629,10 +639,15 @@ function sendHtml(res: ServerResponse, status: number, html: string): void {
 
 // ---------- mounting ----------
 
-/** The request path below the mount point, always starting with `/`. */
-function stripMountPath(url: string, mountPath: string): string {
-  const rest = url.startsWith(mountPath) ? url.slice(mountPath.length) : url;
-  return rest.startsWith('/') ? rest : `/${rest}`;
+/**
+ * The request path below the mount point, always starting with `/`; undefined when the URL is
+ * not under it (`/oidcx` is not under `/oidc`).
+ */
+function stripMountPath(url: string, mountPath: string): string | undefined {
+  if (!url.startsWith(mountPath)) return undefined;
+  const rest = url.slice(mountPath.length);
+  if (rest === '' || rest.startsWith('?')) return `/${rest}`;
+  return rest.startsWith('/') ? rest : undefined;
 }
 
 /**

@@ -145,6 +145,13 @@ describe('embedded provider with auto-approval', () => {
     assert.equal(response.headers.get('x-frame-options'), 'DENY');
   });
 
+  test('answers only below its mount path', async () => {
+    const origin = new URL(idp.issuer).origin;
+    const response = await fetch(`${origin}/oidcx/.well-known/openid-configuration`);
+    assert.equal(response.status, 404);
+    await response.body?.cancel();
+  });
+
   test('an interaction page without its cookie says the sign-in expired', async () => {
     const response = await fetch(`${idp.issuer}/interaction/abc123`);
     assert.equal(response.status, 400);
