@@ -59,7 +59,7 @@ const SCOPES = ['openid', 'offline_access', 'profile'] as const;
 const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 /** A browser sign-in session only has to outlive one approval. */
 const BROWSER_SESSION_TTL_S = 60 * 60;
-/** Access tokens are ES256: short signatures, and a second key (RS256) signs ID tokens. */
+/** Access tokens are ES256 (short signatures); the RS256 key signs ID tokens, the default. */
 const ACCESS_TOKEN_ALG = 'ES256';
 
 const STORE_FILE = 'provider-store.json';
@@ -90,7 +90,7 @@ export async function createDevProvider(options: DevProviderOptions): Promise<De
 
   const configuration = buildConfiguration(options, mountPath, store, signingKeys, cookieKeys);
   const provider = new Provider(issuer, configuration);
-  // Cookies are set on plain HTTP in development; there is no TLS-terminating proxy to trust.
+  // Never trust X-Forwarded-* headers: a client could pick the host of the URLs we hand out.
   provider.proxy = false;
   provider.use(deviceAuthorizationExtras(options));
   provider.on('server_error', (_ctx: unknown, err: Error) => {
