@@ -90,7 +90,7 @@ describe('approval pages in a browser', { skip: browserSkipReason() }, () => {
     await page.close();
   });
 
-  test('denying on the confirm page, after typing the code, also ends with access_denied', async () => {
+  test('denying on the confirm page also ends with access_denied', async () => {
     const authorization = await startDeviceAuthorization(idp.issuer, idp.clientId);
     const polled = settle(pollDeviceToken(idp.issuer, idp.clientId, authorization));
 
