@@ -8,10 +8,10 @@
  *   {"ts":"2026-01-01T10:00:00.000Z","event":"session.expired","session_id":"ses_…",
  *    "subject":"alice","target":"prod-logs","reason":"idle_timeout"}
  */
-import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import type { Clock } from '../util/clock.js';
 import { ErrorCodes, LogproxyError } from '../util/errors.js';
-import type { SessionManager, SessionRef } from './sessions.js';
+import type { ReauthMark, SessionManager, SessionRef } from './sessions.js';
 
 export type AuditEventName =
   | 'session.created'
@@ -140,4 +140,60 @@ export function auditSessions(sessions: SessionManager, audit: AuditLog): void {
   sessions.on('ended', (e) =>
     audit.write({ event: 'session.ended', ...refFields(e.session), reason: e.reason }),
   );
+}
+
+/** How much of the audit trail's end is read at start to restore "sign in again" marks. */
+export const REAUTH_REPLAY_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Rebuilds the reauth marks from the end of an audit file: a `session.expired` line with
+ * reason idle_timeout or max_lifetime sets a mark; a later `session.created` for the same
+ * subject and target clears it (that session was allowed, so the person had signed in again
+ * or the target resumes silently). Only the last `maxBytes` are read: marks older than that
+ * are forgotten, as they were before this existed. Unreadable lines are skipped.
+ */
+export function readReauthMarks(file: string, maxBytes = REAUTH_REPLAY_BYTES): ReauthMark[] {
+  if (file === '-') return [];
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return [];
+  }
+  let text: string;
+  try {
+    const size = fstatSync(fd).size;
+    const start = Math.max(0, size - maxBytes);
+    const buf = Buffer.alloc(size - start);
+    let read = 0;
+    while (read < buf.length) {
+      const n = readSync(fd, buf, read, buf.length - read, start + read);
+      if (n === 0) break;
+      read += n;
+    }
+    text = buf.subarray(0, read).toString('utf8');
+    // A read that starts mid-file begins mid-line: drop that partial line.
+    if (start > 0) text = text.slice(text.indexOf('\n') + 1);
+  } finally {
+    closeSync(fd);
+  }
+
+  const marks = new Map<string, ReauthMark>();
+  for (const line of text.split('\n')) {
+    let rec: Record<string, unknown>;
+    try {
+      rec = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    const { event, subject, target, reason, ts } = rec;
+    if (typeof subject !== 'string' || typeof target !== 'string') continue;
+    const key = `${subject}\0${target}`;
+    if (event === 'session.created') marks.delete(key);
+    if (event === 'session.expired' && (reason === 'idle_timeout' || reason === 'max_lifetime')) {
+      const endedAtMs = Date.parse(String(ts));
+      if (!Number.isNaN(endedAtMs)) marks.set(key, { subject, target, endedAtMs });
+    }
+  }
+  return [...marks.values()];
 }

@@ -17,7 +17,7 @@ import type { DiscoveryDocument, Problem, TargetInfo } from '../protocol/api.js'
 import { systemClock } from '../util/clock.js';
 import type { Clock } from '../util/clock.js';
 import { ErrorCodes, LogproxyError, isLogproxyError } from '../util/errors.js';
-import { AuditLog, auditSessions } from './audit.js';
+import { AuditLog, auditSessions, readReauthMarks } from './audit.js';
 import { createDevProvider } from './dev-provider.js';
 import { createLogger } from './logger.js';
 import type { Logger } from './logger.js';
@@ -85,6 +85,7 @@ export async function createGateway(
 ): Promise<Gateway> {
   const clock = deps.clock ?? systemClock;
   const logger = deps.logger ?? createLogger(config.log.level);
+  const marks = readReauthMarks(config.audit.file);
   const audit = new AuditLog(config.audit.file, clock, (err) =>
     logger.error({ err: String(err), file: config.audit.file }, 'audit write failed'),
   );
@@ -93,6 +94,8 @@ export async function createGateway(
     defaults: config.session,
     targets: config.targets,
   });
+  // Sign-in-again marks survive a restart of the gateway, through the audit trail.
+  sessions.restoreReauthMarks(marks);
   auditSessions(sessions, audit);
   logSessions(sessions, logger);
   const metrics = createMetrics(sessions, Object.keys(config.targets));

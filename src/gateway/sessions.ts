@@ -29,6 +29,13 @@ import type { LiveSession, Principal, SessionPolicyConfig, TargetConfig } from '
 /** How long an ended session can still be read (state `ended` + reason) before it is pruned. */
 export const DEFAULT_RETAIN_ENDED_MS = 60 * 60_000;
 
+/** A subject whose last session on a target expired at `endedAtMs` (idle or lifetime). */
+export interface ReauthMark {
+  subject: string;
+  target: string;
+  endedAtMs: number;
+}
+
 export type ExpiryReason = 'idle_timeout' | 'max_lifetime' | 'client_lost';
 
 /** The identifying part of a session every event carries. */
@@ -174,6 +181,19 @@ export class SessionManager {
       `your last session on ${target} expired; sign in again to open a new one`,
       { details: { ended_at: new Date(endedAt).toISOString() } },
     );
+  }
+
+  /**
+   * Restores "sign in again" marks after a restart (from the audit trail, see
+   * audit.ts `readReauthMarks`), so a restart does not let an expired person back in with
+   * their old token. A later mark for the same subject and target wins.
+   */
+  restoreReauthMarks(marks: Iterable<ReauthMark>): void {
+    for (const m of marks) {
+      const key = `${m.subject}\0${m.target}`;
+      if ((this.reauthAfter.get(key) ?? -Infinity) < m.endedAtMs)
+        this.reauthAfter.set(key, m.endedAtMs);
+    }
   }
 
   /** The session if it exists and belongs to `subject` (or `subject` is undefined: admin). */

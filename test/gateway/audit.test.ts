@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { AuditLog } from '../../src/gateway/audit.js';
+import { AuditLog, readReauthMarks } from '../../src/gateway/audit.js';
 import { ManualClock } from '../../src/util/clock.js';
 import { ErrorCodes, isLogproxyError } from '../../src/util/errors.js';
 
@@ -57,6 +57,35 @@ describe('AuditLog', () => {
         isLogproxyError(err, ErrorCodes.CONFIG_INVALID) &&
         /audit\.file: cannot open .* \(ENOENT\)/.test(err.message),
     );
+  });
+
+  it('restores sign-in-again marks from the end of the trail', async () => {
+    const file = path.join(dir, 'marks.jsonl');
+    const line = (ts: string, event: string, subject: string, target: string, reason = '') =>
+      JSON.stringify({ ts, event, subject, target, ...(reason ? { reason } : {}) });
+    await writeFile(
+      file,
+      [
+        line('2026-01-01T09:00:00.000Z', 'session.expired', 'old', 't', 'idle_timeout'),
+        line('2026-01-01T10:00:00.000Z', 'session.expired', 'alice', 't', 'idle_timeout'),
+        line('2026-01-01T10:05:00.000Z', 'session.expired', 'bob', 't', 'max_lifetime'),
+        line('2026-01-01T10:06:00.000Z', 'session.expired', 'carol', 't', 'client_lost'),
+        line('2026-01-01T10:07:00.000Z', 'session.expired', 'dave', 't', 'revoked'),
+        'not json',
+        line('2026-01-01T10:10:00.000Z', 'session.created', 'bob', 't'),
+        line('2026-01-01T10:11:00.000Z', 'session.expired', 'alice', 'u', 'max_lifetime'),
+        '{"ts":"2026-01-01T10:12:00.000Z","event":"session.exp',
+      ].join('\n'),
+    );
+    const size = (await stat(file)).size;
+    const firstLine = (await readFile(file, 'utf8')).indexOf('\n') + 1;
+    assert.deepEqual(readReauthMarks(file, size - firstLine + 5), [
+      { subject: 'alice', target: 't', endedAtMs: Date.UTC(2026, 0, 1, 10) },
+      { subject: 'alice', target: 'u', endedAtMs: Date.UTC(2026, 0, 1, 10, 11) },
+    ]);
+    assert.equal(readReauthMarks(file).length, 3, 'with the whole file, "old" is back');
+    assert.deepEqual(readReauthMarks(path.join(dir, 'none.jsonl')), []);
+    assert.deepEqual(readReauthMarks('-'), []);
   });
 
   it('writes to stdout for "-", every line before the process exits', async () => {

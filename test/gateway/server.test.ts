@@ -480,6 +480,19 @@ describe('gateway with two users and an injected clock', () => {
     );
     assert.match(metrics.body, /logproxy_sessions_active\{target="demo"\} 0\n/);
     assert.match(metrics.body, /process_cpu_user_seconds_total/);
+
+    // A restart does not forget it: the marks come back from the audit trail.
+    const { port, dataDir } = gw;
+    await gw.close();
+    gw = await startGateway({ port, dataDir, clock: new ManualClock(Date.now()) });
+    const afterRestart = await call(`${gw.url}/v1/sessions`, {
+      method: 'POST',
+      token: alice,
+      json: { target: 'demo' },
+    });
+    assertProblem(afterRestart, 401, ProblemTypes.reauthRequired);
+    // bob's sessions did not expire that way: he opens one with his old token.
+    assert.equal((await create(bob)).state, 'active');
   });
 });
 
