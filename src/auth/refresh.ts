@@ -283,10 +283,7 @@ class LockedTokenManager implements TokenManager {
 
   private lock(): Promise<() => Promise<void>> {
     const { gateway, profile, locksDir } = this.options;
-    const target = path.join(
-      locksDir,
-      `refresh-${credentialsFileName(gateway, profile).replace(/\.json$/, '')}`,
-    );
+    const target = refreshLockPath(locksDir, gateway, profile).replace(/\.lock$/, '');
     return (async () => {
       await ensurePrivateDir(locksDir, false);
       const lockfile = await import('proper-lockfile');
@@ -348,6 +345,16 @@ class LockedTokenManager implements TokenManager {
       // A listener's bug must not break token refresh.
     }
   }
+}
+
+/**
+ * The lock (a folder, proper-lockfile's atomic mkdir) that one gateway + profile's refreshes
+ * take. Exported for docs and tests: a leftover one older than REFRESH_LOCK_STALE_MS is
+ * taken over, so nobody ever needs to delete it by hand.
+ */
+export function refreshLockPath(locksDir: string, gateway: string, profile: string): string {
+  const name = credentialsFileName(gateway, profile).replace(/\.json$/, '');
+  return path.join(locksDir, `refresh-${name}.lock`);
 }
 
 /** OAuth errors after which the refresh token will never work again. */

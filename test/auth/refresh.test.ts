@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readdir, rm, utimes } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import { FileTokenStore } from '../../src/auth/file-store.js';
 import { getOidcConfiguration } from '../../src/auth/oidc-config.js';
-import { createTokenManager, type TokenManagerEvent } from '../../src/auth/refresh.js';
+import {
+  createTokenManager,
+  refreshLockPath,
+  type TokenManagerEvent,
+} from '../../src/auth/refresh.js';
 import type { StoredCredentials } from '../../src/auth/types.js';
 import { configPaths } from '../../src/cli/config.js';
 import { exitCodeForError, ExitCodes } from '../../src/cli/exit-codes.js';
@@ -220,6 +224,25 @@ function assertSessionEnded(err: unknown): true {
   assert.equal(exitCodeForError(err.code), ExitCodes.NOT_SIGNED_IN);
   return true;
 }
+
+test('a lock left behind by a crashed process is taken over', async (t) => {
+  const s = await setup(t);
+  const lock = refreshLockPath(s.locksDir, GATEWAY, PROFILE);
+  await mkdir(lock, { recursive: true });
+  // Its holder stopped touching it a minute ago: it died.
+  const minuteAgo = new Date(Date.now() - 60_000);
+  await utimes(lock, minuteAgo, minuteAgo);
+
+  const tokens = createTokenManager({
+    gateway: GATEWAY,
+    profile: PROFILE,
+    store: s.store,
+    locksDir: s.locksDir,
+  });
+  assert.equal(await s.verify(await tokens.getAccessToken()), 'alice');
+  assert.equal(s.tokenPosts(), 1);
+  assert.deepEqual(await readdir(s.locksDir), [], 'the taken-over lock was released');
+});
 
 test('a revoked refresh token ends the session with exit code 3 and a login hint', async (t) => {
   const s = await setup(t);
