@@ -103,7 +103,8 @@ export class DemoChild {
           done(() =>
             reject(
               new DemoFailure(
-                `${this.name}: no sign of ${options.what} within ${options.timeoutMs / 1000}s`,
+                `${this.name}: no sign of ${options.what} within ${options.timeoutMs / 1000}s; ` +
+                  `its last output:\n${this.tail(12)}`,
               ),
             ),
           ),
@@ -121,13 +122,20 @@ export class DemoChild {
               ? resolve(late)
               : reject(
                   new DemoFailure(
-                    `${this.name} exited (${describeExit(info)}) before ${options.what}`,
+                    `${this.name} exited (${describeExit(info)}) before ${options.what}; ` +
+                      `its last output:\n${this.tail(12)}`,
                   ),
                 ),
           );
         }, 50),
       );
     });
+  }
+
+  /** The last `n` lines of output, indented, for failure messages. */
+  tail(n: number): string {
+    const last = this.lines.slice(-n);
+    return last.length === 0 ? '  (nothing)' : last.map((l) => `  ${l.text}`).join('\n');
   }
 
   /** Sends `signal` to the child's whole process group. */

@@ -118,15 +118,55 @@ function isEvent(name: string) {
   return (line: { text: string }) => parseEvent(line.text)?.name === name;
 }
 
-/** A person's reading of an event; falls back to its fields. */
-function describeEvent(e: ConnectEvent): string {
+/**
+ * A person's reading of one event (docs/connect.md lists their fields); unknown events are
+ * shown with their fields. Undefined hides the event (`session` repeats `listening`).
+ */
+function describeEvent(e: ConnectEvent): string | undefined {
   const d = e.data;
-  if (typeof d.message === 'string') return `${e.name}: ${d.message}`;
-  const rest = Object.entries(d)
-    .filter(([k]) => !['event', 'type', 'ts', 'time'].includes(k))
-    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
-    .join(' ');
-  return `${e.name}: ${rest}`;
+  const s = (k: string) => (d[k] === undefined || d[k] === null ? '?' : String(d[k]));
+  switch (e.name) {
+    case 'listening':
+      return (
+        `listening on ${s('url')}: session ${s('session_id')}, idle timeout ` +
+        `${s('idle_timeout_s')}s, ends at ${clock(d.expires_at)} at the latest`
+      );
+    case 'session':
+      return undefined;
+    case 'warning':
+      return d.kind === 'idle'
+        ? `warning: idle for ${s('idle_s')}s; the session closes in ${s('seconds_left')}s ` +
+            `unless used (threshold ${s('threshold_s')}s)`
+        : `warning: the session ends in ${s('seconds_left')}s (maximum lifetime)`;
+    case 'refreshed':
+      return `refreshed: access token renewed silently (valid until ${clock(d.access_token_expires_at)})`;
+    case 'reauthenticating':
+      return `reauthenticating: session ended (${s('reason')}); local requests wait meanwhile`;
+    case 'device_code':
+      return (
+        `device code ${s('user_code')}: approve at ` +
+        `${String(d.verification_uri_complete ?? d.verification_uri)}`
+      );
+    case 'resumed':
+      return `resumed on a new session ${s('session_id')} (was ${s('previous_session_id')})`;
+    case 'ended':
+      return `ended: ${s('message')} (reason ${s('reason')}, exit code ${s('exit_code')})`;
+    default: {
+      const rest = Object.entries(d)
+        .filter(([k]) => k !== 'event' && k !== 'ts')
+        .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join(' ');
+      return `${e.name}: ${rest}`;
+    }
+  }
+}
+
+/** `13:01:02` of an RFC 3339 time, in local time as the person reads clocks. */
+function clock(iso: unknown): string {
+  if (typeof iso !== 'string') return '?';
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  return d.toTimeString().slice(0, 8);
 }
 
 // ---------- the story ----------
@@ -159,7 +199,13 @@ class Demo {
     this.printAuditTrail();
   }
 
+  /** The stage running now, for failure messages. */
+  stage = 0;
+  stageTitle = 'setup';
+
   private heading(step: number, title: string): void {
+    this.stage = step;
+    this.stageTitle = title;
     this.out.heading(step, STAGES, title);
   }
 
@@ -289,17 +335,25 @@ class Demo {
       timeoutMs: 20_000,
     });
     this.out.ok('the code to approve is shown above');
-    if (!this.options.interactive) {
-      this.out.say(`auto-approved as ${DEMO_USER} (development provider)`);
-    }
     const info = await withTimeout(login.exited, this.timeouts.loginMs, 'logproxy login to finish');
     if (info.code !== 0) {
-      throw new DemoFailure(`logproxy login failed (${describeExit(info)})`);
+      throw new DemoFailure(`logproxy login failed (${describeExit(info)}):\n${login.tail(12)}`);
     }
     if (!login.lines.some((l) => l.text.includes(`as ${DEMO_USER}`))) {
       throw new DemoFailure(`logproxy login did not say it signed in as ${DEMO_USER}`);
     }
+    if (!this.options.interactive) {
+      this.out.say(`auto-approved as ${DEMO_USER} (development provider): no browser needed`);
+    }
     this.out.ok(`signed in as ${DEMO_USER}; credentials in a 0600 file under the temp dir`);
+
+    this.out.command('logproxy targets');
+    const targets = this.children.start('logproxy targets', CLI, ['targets']);
+    this.relay(targets, 'targets');
+    const listed = await withTimeout(targets.exited, 20_000, 'logproxy targets to finish');
+    if (listed.code !== 0) {
+      throw new DemoFailure(`logproxy targets failed (${describeExit(listed)})`);
+    }
   }
 
   // 3
@@ -317,6 +371,7 @@ class Demo {
       const e = parseEvent(l.text);
       return e ? describeEvent(e) : l.text;
     });
+    this.out.say('(LOGPROXY_GATEWAY points the CLI at the demo gateway)');
     const listening = await connect.expect(isEvent('listening'), {
       what: 'a "listening" event',
       timeoutMs: this.timeouts.listeningMs,
@@ -402,21 +457,20 @@ class Demo {
     if (this.options.interactive) {
       this.out.say('approve the new code in your browser (URL above) to resume');
     }
-    const reauth = connect.lines.find(isEvent('reauthenticating'));
-    const code = reauth && /"(?:user_code|userCode)":"([^"]+)"/.exec(reauth.text)?.[1];
     const resumed = await connect.expect(isEvent('resumed'), {
       what: 'a "resumed" event after the new sign-in',
       timeoutMs: this.timeouts.reauthMs,
     });
-    if (!this.options.interactive) {
-      this.out.say(
-        `${code ? `code ${code} ` : 'the new code was '}auto-approved as ${DEMO_USER} ` +
-          '(development provider)',
-      );
+    const codeLine = connect.lines.find(isEvent('device_code'));
+    if (!codeLine) {
+      throw new DemoFailure('connect resumed without showing a new device code to approve');
     }
-    const e = parseEvent(resumed.text)!;
-    const id = e.data.session_id ?? e.data.sessionId ?? e.data.session;
-    this.out.ok(`re-authenticated; new session${typeof id === 'string' ? ` ${id}` : ''}`);
+    if (!this.options.interactive) {
+      const code = parseEvent(codeLine.text)!.data.user_code;
+      this.out.say(`code ${String(code)} auto-approved as ${DEMO_USER} (development provider)`);
+    }
+    const id = parseEvent(resumed.text)!.data.session_id;
+    this.out.ok(`re-authenticated; traffic continues on session ${String(id)}`);
   }
 
   // 7
@@ -519,10 +573,7 @@ function gatewayLog(text: string): Record<string, unknown> | undefined {
 const USER_CODE = /\b[A-Z0-9]{4}-?[A-Z0-9]{4}\b/;
 
 function lastLines(child: DemoChild, n: number): string {
-  return child.lines
-    .slice(-n)
-    .map((l) => `  ${l.text}`)
-    .join('\n');
+  return child.tail(n);
 }
 
 function sleep(ms: number): Promise<void> {
@@ -577,10 +628,13 @@ async function main(): Promise<number> {
     }
   }
   if (interrupted) return 130;
+  if (failure) {
+    demo.out.fail(`stage ${demo.stage}/${STAGES} (${demo.stageTitle}) failed: ${failure}`);
+    demo.out.say('stopping every process the demo started');
+  }
   const leftover = await demo.cleanUp();
+  if (leftover) demo.out.fail(leftover);
   if (failure || leftover) {
-    demo.out.fail(failure ?? leftover!);
-    if (failure && leftover) demo.out.fail(leftover);
     if (demo.dirs) demo.out.fail(`kept ${demo.dirs.root} for a look (gateway.log, audit.jsonl)`);
     return 1;
   }
