@@ -8,7 +8,8 @@
  *   {"ts":"2026-01-01T10:00:00.000Z","event":"session.expired","session_id":"ses_…",
  *    "subject":"alice","target":"prod-logs","reason":"idle_timeout"}
  */
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import path from 'node:path';
 import type { Clock } from '../util/clock.js';
 import { ErrorCodes, LogproxyError } from '../util/errors.js';
 import type { ReauthMark, SessionManager, SessionRef } from './sessions.js';
@@ -45,6 +46,8 @@ export class AuditLog {
     this.toStdout = file === '-';
     if (this.toStdout) return;
     try {
+      // A missing parent is created private: audit lines name people and what they opened.
+      mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
       this.fd = openSync(file, 'a', 0o600);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code ?? String(err);

@@ -245,7 +245,9 @@ async function run(config: GatewayConfig, notes: string[], flags: Flags): Promis
   const { createGateway } = await import('./server.js');
   const logger = createLogger(config.log.level);
   for (const n of notes) logger.warn({}, n);
-  if (config.auth.dev) mkdirSync(path.dirname(config.auth.dev.dataDir), { recursive: true });
+  if (config.auth.dev) {
+    mkdirSync(path.dirname(config.auth.dev.dataDir), { recursive: true, mode: 0o700 });
+  }
 
   let gateway: Awaited<ReturnType<typeof createGateway>>;
   try {

@@ -50,12 +50,18 @@ describe('AuditLog', () => {
     assert.equal(JSON.parse(lines[1]!).reason, 'forbidden');
   });
 
+  it('creates a missing parent directory, private', async () => {
+    const file = path.join(dir, 'sub', 'dir', 'a.jsonl');
+    new AuditLog(file, new ManualClock()).close();
+    assert.equal((await stat(path.dirname(file))).mode & 0o777, 0o700);
+  });
+
   it('refuses a path it cannot open, naming the key', () => {
     assert.throws(
-      () => new AuditLog(path.join(dir, 'missing-dir', 'a.jsonl'), new ManualClock()),
+      () => new AuditLog(path.join(dir, 'new.jsonl', 'a.jsonl'), new ManualClock()),
       (err: Error) =>
         isLogproxyError(err, ErrorCodes.CONFIG_INVALID) &&
-        /audit\.file: cannot open .* \(ENOENT\)/.test(err.message),
+        /audit\.file: cannot open .* \((ENOTDIR|EEXIST)\)/.test(err.message),
     );
   });
 
