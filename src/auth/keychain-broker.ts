@@ -6,7 +6,8 @@
  * would freeze it; in a worker thread it would block process exit (Node joins worker threads
  * at exit, and a thread stuck in native code never joins). A child process can be killed.
  *
- * Protocol: one JSON request per line on stdin, one JSON answer per line on stdout. Secrets
+ * Protocol: `{"ready":true}` once started, then one JSON answer on stdout per JSON request
+ * line on stdin. Secrets
  * travel only through the pipe, never in argv or the environment. Ends when stdin closes.
  */
 import { createRequire } from 'node:module';
@@ -83,6 +84,8 @@ function main(): void {
     process.stdout.write(`${JSON.stringify(res)}\n`);
   });
   lines.on('close', () => process.exit(0));
+  // Tells the parent to start its per-call timers: starting Node is not the keychain's fault.
+  process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
 }
 
 main();

@@ -31,6 +31,12 @@ export const KEYCHAIN_PROBE_TIMEOUT_MS = 1_500;
  */
 export const KEYCHAIN_CALL_TIMEOUT_MS = 10_000;
 
+/**
+ * How long the helper process may take to start and load the keychain library (~150 ms
+ * normally; a loaded 2-core CI machine can take seconds). Not counted in the timeouts above.
+ */
+export const BROKER_START_TIMEOUT_MS = 15_000;
+
 /** The keychain account of one gateway + profile pair. */
 export function keychainAccount(gateway: string, profile: string): string {
   return `${profile}@${gateway}`;
@@ -55,6 +61,9 @@ export class KeychainBroker {
   private pending = new Map<number, Pending>();
   /** Set once the keychain failed to answer in time: later calls fail at once. */
   private hungReason: string | undefined;
+  /** Resolves when a broker has loaded the keychain library and reads requests. */
+  private started = new WeakMap<ChildProcessWithoutNullStreams, Promise<void>>();
+  private starting = 0;
 
   constructor(
     private readonly options: {
@@ -65,10 +74,15 @@ export class KeychainBroker {
     } = {},
   ) {}
 
-  /** Sends one request; rejects on timeout (and kills the broker) or if the broker dies. */
+  /**
+   * Sends one request; rejects on timeout (and kills the broker) or if the broker dies.
+   * `timeoutMs` counts from when the broker is ready, so a slow start of the helper process
+   * on a busy machine is never mistaken for a hung keychain.
+   */
   async call(req: Omit<BrokerRequest, 'id'>, timeoutMs: number): Promise<BrokerResponse> {
     if (this.hungReason) throw new Error(this.hungReason);
     const child = this.ensureChild();
+    await this.whenStarted(child);
     const id = this.nextId++;
 
     const answer = new Promise<BrokerResponse>((resolve, reject) => {
@@ -88,6 +102,24 @@ export class KeychainBroker {
     this.kill(new Error('the keychain broker was closed'));
   }
 
+  private async whenStarted(child: ChildProcessWithoutNullStreams): Promise<void> {
+    this.starting += 1;
+    this.setReferenced(true);
+    const timer = setTimeout(() => {
+      this.hungReason = `the keychain helper process did not start within ${BROKER_START_TIMEOUT_MS} ms`;
+      this.kill(new Error(this.hungReason));
+    }, BROKER_START_TIMEOUT_MS);
+    try {
+      await this.started.get(child);
+    } catch (err) {
+      throw this.hungReason ? new Error(this.hungReason) : err;
+    } finally {
+      clearTimeout(timer);
+      this.starting -= 1;
+      if (this.pending.size === 0 && this.starting === 0) this.setReferenced(false);
+    }
+  }
+
   private ensureChild(): ChildProcessWithoutNullStreams {
     if (this.child) return this.child;
     const script = fileURLToPath(new URL('./keychain-broker.js', import.meta.url));
@@ -97,24 +129,38 @@ export class KeychainBroker {
       windowsHide: true,
     });
     this.child = child;
+    let onReady!: () => void;
+    let onFailed!: (err: Error) => void;
+    const started = new Promise<void>((resolve, reject) => {
+      onReady = resolve;
+      onFailed = reject;
+    });
+    started.catch(() => undefined);
+    this.started.set(child, started);
 
     createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', (line) => {
-      let res: BrokerResponse;
+      let res: BrokerResponse | { ready: true };
       try {
-        res = JSON.parse(line) as BrokerResponse;
+        res = JSON.parse(line) as BrokerResponse | { ready: true };
       } catch {
         return;
       }
-      this.settle(res.id, (p) => p.resolve(res));
+      if ('ready' in res) onReady();
+      else this.settle(res.id, (p) => p.resolve(res));
     });
     // Native libraries sometimes print to stderr; drain it so the pipe never fills up.
     child.stderr.resume();
     // Writing to a broker that just died raises EPIPE here; its exit handler reports it.
     child.stdin.on('error', () => undefined);
-    child.on('error', (err) => this.kill(err));
+    child.on('error', (err) => {
+      onFailed(err);
+      this.kill(err);
+    });
     child.on('exit', (code, signal) => {
       if (this.child === child) this.child = undefined;
-      this.failAll(new Error(`the keychain broker exited (${signal ?? `code ${code}`})`));
+      const err = new Error(`the keychain broker exited (${signal ?? `code ${code}`})`);
+      onFailed(err);
+      this.failAll(err);
     });
     return child;
   }
@@ -125,7 +171,7 @@ export class KeychainBroker {
     this.pending.delete(id);
     clearTimeout(p.timer);
     fn(p);
-    if (this.pending.size === 0) this.setReferenced(false);
+    if (this.pending.size === 0 && this.starting === 0) this.setReferenced(false);
   }
 
   private failAll(err: Error): void {
