@@ -56,9 +56,17 @@ export class FileModelStore {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
     if (text !== undefined) {
-      const parsed = JSON.parse(text) as Partial<StoreFile>;
-      if (parsed.version !== 1 || typeof parsed.entries !== 'object' || !parsed.entries) {
-        throw new Error(`${file} is not a logproxy provider store; move it away to start afresh`);
+      let parsed: Partial<StoreFile> | undefined;
+      try {
+        parsed = JSON.parse(text) as Partial<StoreFile>;
+      } catch {
+        parsed = undefined;
+      }
+      if (parsed?.version !== 1 || typeof parsed.entries !== 'object' || !parsed.entries) {
+        throw new Error(
+          `${file} is not a logproxy provider store; move it away to start afresh ` +
+            '(everyone signed in through the development provider will have to sign in again)',
+        );
       }
       const nowMs = now();
       for (const [key, entry] of Object.entries(parsed.entries)) {

@@ -157,10 +157,18 @@ async function ensurePrivateDir(dir: string): Promise<void> {
 
 /** Reads JSON from `file`, or creates it with `create()` (0600, atomically) the first time. */
 async function loadOrCreate<T>(file: string, create: () => Promise<T>): Promise<T> {
+  let text: string | undefined;
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as T;
+    text = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (text !== undefined) {
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new Error(`${file} is not valid JSON; move it away and a new one will be made`);
+    }
   }
   const value = await create();
   await writeFileAtomic(file, JSON.stringify(value, null, 2));

@@ -4,7 +4,7 @@
  * and reuse detection, revocation, and state that survives a restart on the same data dir.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -292,6 +292,15 @@ describe('file model store', () => {
     const afterRevoke = await FileModelStore.open(file, () => nowMs);
     assert.equal(await afterRevoke.adapterFor('RefreshToken').find('long'), undefined);
     assert.deepEqual(await readdir(dir), ['store.json'], 'no temp files left behind');
+  });
+
+  test('a damaged store file stops start-up with a message that names the fix', async () => {
+    const file = path.join(dir, 'damaged.json');
+    await writeFile(file, '{"version": 1, "entr');
+    await assert.rejects(
+      FileModelStore.open(file),
+      /damaged\.json is not a logproxy provider store; move it away/,
+    );
   });
 
   test('finds device codes by user code and sessions by uid; consume marks an entry', async () => {
