@@ -186,11 +186,24 @@ async function shutdown(
   sessions.shutdown();
   server.closeIdleConnections();
   const grace = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
-  await Promise.allSettled([app.dataPlane?.close(), app.devProvider?.close()]);
-  await closed;
+  // Bounded: a part that hangs while closing must not keep the audit file open forever.
+  await settleWithin(
+    [app.dataPlane?.close(), app.devProvider?.close(), closed],
+    SHUTDOWN_GRACE_MS + 1_000,
+  );
   clearTimeout(grace);
   audit.close();
   logger.info({}, 'stopped');
+}
+
+async function settleWithin(work: Array<Promise<unknown> | undefined>, ms: number) {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+    timer.unref();
+  });
+  await Promise.race([Promise.allSettled(work), limit]);
+  clearTimeout(timer);
 }
 
 function logSessions(sessions: SessionManager, logger: Logger): void {
