@@ -15,6 +15,11 @@ import {
   type TokenSet,
 } from '../helpers/device-token.js';
 
+/** auth_time has whole seconds; to see a later one, the next second must have begun. */
+async function nextSecond(): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 5));
+}
+
 /** The poll's outcome, without an unhandled rejection while the browser works. */
 function settle(promise: Promise<TokenSet>): Promise<TokenSet | Error> {
   return promise.catch((err: Error) => err);
@@ -56,6 +61,29 @@ describe('approval pages in a browser', { skip: browserSkipReason() }, () => {
     const authTime = claims.auth_time as number;
     assert.ok(authTime >= startedS && authTime <= approvedS, `auth_time ${authTime}`);
     await page.close();
+  });
+
+  test('every approval asks who signs in, even in a browser that signed in before', async () => {
+    const authTimes: number[] = [];
+    for (const user of ['alice', 'bob']) {
+      const authorization = await startDeviceAuthorization(idp.issuer, idp.clientId);
+      const polled = settle(pollDeviceToken(idp.issuer, idp.clientId, authorization));
+      assert.ok(authorization.verificationUriComplete);
+      // approveDeviceCode fails unless the sign-in and approve pages both appear.
+      const { page } = await approveDeviceCode(
+        browser.context,
+        authorization.verificationUriComplete,
+        user,
+      );
+      await page.close();
+      const tokens = await polled;
+      assert.ok(!(tokens instanceof Error), `poll failed: ${String(tokens)}`);
+      const claims = decodeJwt(tokens.accessToken);
+      assert.equal(claims.sub, user);
+      authTimes.push(claims.auth_time as number);
+      if (user === 'alice') await nextSecond();
+    }
+    assert.ok(authTimes[1] > authTimes[0], 'the second approval is a new sign-in');
   });
 
   test('an unknown user is refused; denying ends the poll with access_denied', async () => {
