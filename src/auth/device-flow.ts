@@ -332,15 +332,22 @@ export function describeOidcError(err: unknown, server: string): LogproxyError {
     );
   }
   if (code === 'OAUTH_RESPONSE_IS_NOT_JSON' || code === 'OAUTH_RESPONSE_IS_NOT_CONFORM') {
-    const response = cause instanceof Response ? cause : undefined;
-    const where = response ? `${server} at ${new URL(response.url).origin}` : server;
-    const what = response
-      ? `HTTP ${response.status} ${response.headers.get('content-type') ?? 'without a content type'}`
-      : 'an answer that is not OAuth JSON';
+    // Duck-typed: undici's Response is not the global Response class.
+    const response = looksLikeResponse(cause) ? cause : undefined;
+    if (!response) {
+      return new LogproxyError(
+        ErrorCodes.BAD_RESPONSE,
+        `${server} did not answer with OAuth JSON (${(err as Error).message})`,
+        { cause: err },
+      );
+    }
+    const where = server.includes('://') ? server : `${server} at ${new URL(response.url).origin}`;
+    const type = response.headers.get('content-type')?.split(';')[0] ?? 'no content type';
     return new LogproxyError(
-      response && response.status >= 500 ? ErrorCodes.UNREACHABLE : ErrorCodes.BAD_RESPONSE,
-      `${where} answered ${what} where OAuth JSON was expected`,
-      { cause: err, retryable: Boolean(response && response.status >= 500) },
+      response.status >= 500 ? ErrorCodes.UNREACHABLE : ErrorCodes.BAD_RESPONSE,
+      `${where} answered HTTP ${response.status} ${type} instead of OAuth JSON; check the ` +
+        'issuer URL, and any proxy or sign-in page in between',
+      { cause: err, retryable: response.status >= 500 },
     );
   }
   if (code === 'OAUTH_PARSE_ERROR' || code === 'OAUTH_INVALID_RESPONSE') {
@@ -355,4 +362,9 @@ export function describeOidcError(err: unknown, server: string): LogproxyError {
     `talking to ${server} failed: ${err instanceof Error ? err.message : String(err)}`,
     { cause: err },
   );
+}
+
+function looksLikeResponse(value: unknown): value is Response {
+  const r = value as Partial<Response> | null;
+  return !!r && typeof r.status === 'number' && typeof r.headers?.get === 'function' && 'url' in r;
 }

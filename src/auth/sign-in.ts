@@ -84,8 +84,9 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
   const { gateway, profile, paths, fetch, signal, callbacks } = options;
   const clock = options.clock ?? systemClock;
 
+  nameServer(fetch, gateway, 'the gateway');
   const discovery = await discoverGateway(gateway, fetch, signal);
-  nameServers(fetch, gateway, discovery.issuer);
+  nameServer(fetch, discovery.issuer, 'the identity provider');
   callbacks.onDiscovered?.(discovery);
 
   const store =
@@ -130,10 +131,8 @@ export async function signIn(options: SignInOptions): Promise<SignInResult> {
   };
 }
 
-function nameServers(fetch: Fetch | HttpClient, gateway: string, issuer: string): void {
-  if (!('nameServer' in fetch)) return;
-  fetch.nameServer(gateway, 'the gateway');
-  fetch.nameServer(issuer, 'the identity provider');
+function nameServer(fetch: Fetch | HttpClient, url: string, name: string): void {
+  if ('nameServer' in fetch) fetch.nameServer(url, name);
 }
 
 /**
