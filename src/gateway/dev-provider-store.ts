@@ -8,7 +8,7 @@
  * gateways on the same directory would overwrite each other's changes.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
 
@@ -48,6 +48,7 @@ export class FileModelStore {
   static async open(file: string, now: () => number = Date.now): Promise<FileModelStore> {
     const store = new FileModelStore(file, now);
     await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    await removeStaleTempFiles(file);
 
     let text: string | undefined;
     try {
@@ -166,6 +167,14 @@ export class FileModelStore {
     }
     this.writtenVersion = Math.max(this.writtenVersion, captured);
   }
+}
+
+/** Temp files a crash left between write and rename; the store file itself is intact. */
+async function removeStaleTempFiles(file: string): Promise<void> {
+  const prefix = `${path.basename(file)}.`;
+  const names = await readdir(path.dirname(file));
+  const stale = names.filter((name) => name.startsWith(prefix) && name.endsWith('.tmp'));
+  await Promise.all(stale.map((name) => rm(path.join(path.dirname(file), name), { force: true })));
 }
 
 class FileModelAdapter implements Adapter {
