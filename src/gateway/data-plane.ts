@@ -6,7 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Clock } from '../util/clock.js';
-import { Forwarder } from './forward.js';
+import { Forwarder, sessionEndedProblem } from './forward.js';
 import { parseLogQuery, streamLogs } from './log-stream.js';
 import { problem, sendProblem } from './problems.js';
 import {
@@ -62,6 +62,7 @@ export function createDataPlane(config: GatewayConfig, deps: DataPlaneDeps): Dat
         problem('invalidParameter', 400, parsed.detail, { parameter: parsed.parameter }),
       );
     }
+    if (session.signal.aborted) return sendProblem(res, sessionEndedProblem(session));
     session.recordActivity();
 
     // Stops the reader when the client leaves or the session ends.

@@ -197,6 +197,7 @@ export class Forwarder {
       const detail = 'the forwarded path may not contain "." or ".." segments';
       return sendProblem(res, problem('badRequest', 400, detail));
     }
+    if (session.signal.aborted) return sessionEnded(res, session);
     if (req.headers[HEADER_NO_ACTIVITY] === undefined) session.recordActivity();
 
     // One signal for everything that cuts this exchange: the session ends or the client leaves.
@@ -251,12 +252,7 @@ export class Forwarder {
       res.destroy(); // mid-body: cutting the connection is the only honest signal left
       return;
     }
-    if (session.signal.aborted) {
-      const reason = session.signal.reason as Problem['reason'];
-      const detail = `the session ended (${reason})`;
-      sendProblem(res, problem('sessionEnded', 410, detail, { reason, session_id: session.id }));
-      return;
-    }
+    if (session.signal.aborted) return sessionEnded(res, session);
     const code = describeError(err);
     const timedOut = code === 'UND_ERR_HEADERS_TIMEOUT';
     const detail = timedOut
@@ -280,6 +276,9 @@ export class Forwarder {
     if (path === null) {
       const detail = 'the forwarded path may not contain "." or ".." segments';
       return rejectUpgrade(socket, problem('badRequest', 400, detail));
+    }
+    if (session.signal.aborted) {
+      return rejectUpgrade(socket, sessionEndedProblem(session));
     }
     session.recordActivity();
 
@@ -356,6 +355,18 @@ export class Forwarder {
     this.pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
   }
+}
+
+export function sessionEndedProblem(session: LiveSession): Problem {
+  const reason = session.signal.reason as Problem['reason'];
+  return problem('sessionEnded', 410, `the session ended (${reason})`, {
+    ...(reason ? { reason } : {}),
+    session_id: session.id,
+  });
+}
+
+function sessionEnded(res: ServerResponse, session: LiveSession): void {
+  sendProblem(res, sessionEndedProblem(session));
 }
 
 /** The upstream answered the upgrade with a normal response: pass it on and close. */
