@@ -83,7 +83,7 @@ session:
 audit: { file: ${JSON.stringify(dirs.audit)} }
 targets:
   ${FILE_TARGET}:
-    description: numbered lines the demo appends to ${dirs.logFile}
+    description: numbered lines the demo appends to logs/app.log
     source: { type: file, paths: [${JSON.stringify(path.join(dirs.logDir, '*.log'))}] }
     allow: [${DEMO_USER}]
     # Every record streamed to a reader counts as use, so a follower that receives nothing
