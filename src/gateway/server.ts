@@ -678,7 +678,10 @@ async function fetchOwnIssuer(issuer: string, localOrigin: string): Promise<type
   const issuerOrigin = new URL(issuer).origin;
   return ((input: Parameters<typeof fetch>[0], init?: Parameters<typeof fetch>[1]) => {
     const url = new URL(input instanceof Request ? input.url : String(input));
-    if (url.origin !== issuerOrigin) throw new TypeError(`unexpected fetch of ${url.origin}`);
+    // The provider names its jwks_uri after the Host it was asked on: the local one.
+    if (url.origin !== issuerOrigin && url.origin !== new URL(localOrigin).origin) {
+      throw new TypeError(`unexpected fetch of ${url.origin}`);
+    }
     const local = new URL(`${url.pathname}${url.search}`, localOrigin);
     return undiciFetch(local, { ...(init as object), dispatcher } as never);
   }) as typeof fetch;

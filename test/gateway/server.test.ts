@@ -537,6 +537,37 @@ describe('gateway over TLS with a private CA', () => {
   });
 });
 
+describe('gateway behind a public URL', () => {
+  it('publishes public_url and verifies tokens without reaching it', async (t) => {
+    const gw = await startGateway({ publicUrl: 'https://logs.unreachable.test' });
+    t.after(() => gw.close());
+    assert.equal(gw.url, 'https://logs.unreachable.test');
+    assert.equal(gw.issuer, 'https://logs.unreachable.test/oidc');
+    const d = await call<DiscoveryDocument>(`${gw.localUrl}/.well-known/logproxy`);
+    assert.equal(d.body.gateway, 'https://logs.unreachable.test');
+    assert.equal(d.body.issuer, 'https://logs.unreachable.test/oidc');
+
+    const keys = JSON.parse(
+      await readFile(path.join(gw.dataDir, 'idp', 'signing-keys.json'), 'utf8'),
+    ) as { keys: JWK[] };
+    const jwk = keys.keys.find((k) => k.alg === 'ES256')!;
+    const now = Math.floor(Date.now() / 1000);
+    const token = await new SignJWT({ sub: 'bob', client_id: 'logproxy-cli', auth_time: now })
+      .setProtectedHeader({ alg: 'ES256', typ: 'at+jwt', kid: jwk.kid })
+      .setIssuer(gw.issuer)
+      .setAudience(gw.audience)
+      .setExpirationTime(now + 300)
+      .sign((await importJWK(jwk, 'ES256')) as SigningKey);
+    const s = await call<SessionState>(`${gw.localUrl}/v1/sessions`, {
+      method: 'POST',
+      token,
+      json: { target: 'demo' },
+    });
+    assert.equal(s.status, 201);
+    assert.equal(s.body.subject, 'bob');
+  });
+});
+
 describe('logproxy-gateway as a process', () => {
   it('validates a config with --check (0 valid, 2 invalid, with the line)', async () => {
     const run = async (yaml: string) => {

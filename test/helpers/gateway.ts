@@ -33,6 +33,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,12 +73,17 @@ export interface StartGatewayOptions {
   port?: number;
   dataPlane?: DataPlane;
   tls?: { certFile: string; keyFile: string };
+  /** `public_url`: discovery and the dev issuer use it (it need not be reachable). */
+  publicUrl?: string;
   /** Keep dataDir on close (to restart on it). */
   keepData?: boolean;
 }
 
 export interface TestGateway {
+  /** The base URL (public_url when given, else the bound address). */
   url: string;
+  /** http://127.0.0.1:PORT: where the server really listens. */
+  localUrl: string;
   issuer: string;
   clientId: string;
   audience: string;
@@ -140,15 +146,17 @@ export async function startGateway(options: StartGatewayOptions = {}): Promise<T
     targets,
   };
   if (options.tls) config.tls = options.tls;
+  if (options.publicUrl) config.publicUrl = options.publicUrl;
 
   const gateway = await createGateway(config, {
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.dataPlane ? { dataPlane: options.dataPlane } : {}),
     logger: createLogger(process.env.LOGPROXY_TEST_LOG ? 'debug' : 'silent'),
   });
-  const port = Number(new URL(gateway.url).port);
+  const port = (gateway.server.address() as AddressInfo).port;
   return {
     url: gateway.url,
+    localUrl: `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     issuer: gateway.issuer,
     clientId: config.auth.clientId,
     audience: config.auth.audience,
