@@ -18,6 +18,7 @@ import { systemClock } from '../util/clock.js';
 import type { Clock } from '../util/clock.js';
 import { ErrorCodes, LogproxyError, isLogproxyError } from '../util/errors.js';
 import { AuditLog, auditSessions, readReauthMarks } from './audit.js';
+import { createDataPlane } from './data-plane.js';
 import { createDevProvider } from './dev-provider.js';
 import { createLogger } from './logger.js';
 import type { Logger } from './logger.js';
@@ -70,12 +71,12 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-/** The data plane: wired to helper B's createDataPlane once it lands (one line). */
+/** The data plane: log streams and forwarding (data-plane.ts). */
 function defaultDataPlane(
-  _config: GatewayConfig,
-  _deps: { clock: Clock; logger: Logger },
+  config: GatewayConfig,
+  deps: { clock: Clock; logger: Logger },
 ): DataPlane | undefined {
-  return undefined;
+  return createDataPlane(config, deps);
 }
 
 /** Starts a gateway on `config.listen` (port 0 allowed) and resolves once it serves. */
