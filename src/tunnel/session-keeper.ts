@@ -85,6 +85,12 @@ const REFRESH_RETRY_MS = 2_000;
 const MIN_HEARTBEAT_GAP_MS = 1_000;
 /** Heartbeat just after a threshold would be crossed, so the gateway's answer shows it. */
 const THRESHOLD_SLACK_MS = 250;
+/**
+ * Sign-ins per switch. The gateway compares the token's `auth_time`, in whole seconds, with
+ * when the session ended: a sign-in approved within the same second as the end (a provider
+ * that approves by itself) reads as older than the end, and one more sign-in settles it.
+ */
+const MAX_SIGN_INS = 2;
 /** Ending the session at the gateway must not hold up an exit for long. */
 const RELEASE_TIMEOUT_MS = 3_000;
 
@@ -481,13 +487,14 @@ export class SessionKeeper {
         await this.signInAgain(reason, previousId, signal);
         signedIn = true;
       }
-      const reuse = await this.stillActive(previousId, signal);
-      let next = reuse ?? (await this.tryCreate(signal));
-      if (!next && !signedIn) {
-        await this.signInAgain('reauth_required', previousId, signal);
+      let next = (await this.stillActive(previousId, signal)) ?? (await this.tryCreate(signal));
+      for (let signIns = signedIn ? 1 : 0; !next && signIns < MAX_SIGN_INS; signIns++) {
+        await this.signInAgain(reason, previousId, signal);
+        next = await this.tryCreate(signal);
+      }
+      if (!next) {
         next = await this.options.api.createSession(this.options.target, signal);
       }
-      if (!next) throw new LogproxyError(ErrorCodes.REAUTH_REQUIRED, 'sign-in needed');
       if (this.phase !== 'switching') return;
       this.adopt(next);
       this.scheduleRefresh();
