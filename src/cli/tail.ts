@@ -235,6 +235,9 @@ async function tailWith(
     source = own;
   }
 
+  // The clock's timers never keep a process alive; while tail waits to reconnect nothing else
+  // may, and Node would exit mid-wait. This does, until tail is done.
+  const keepAlive = setInterval(() => undefined, 1 << 30);
   const stop = new AbortController();
   const onAbort = (): void => stop.abort(io.signal.reason);
   io.signal.addEventListener('abort', onAbort, { once: true });
@@ -266,6 +269,7 @@ async function tailWith(
   } catch (err) {
     return finish(err, io, { target, gateway: services.gateway, own, events, sessions });
   } finally {
+    clearInterval(keepAlive);
     io.signal.removeEventListener('abort', onAbort);
     renderer.close();
     // Ends our own session at the gateway, whatever happened (Ctrl-C, `| head`, an error).
@@ -296,6 +300,7 @@ function finish(
         session: ctx.own?.current()?.lastSession(),
         gateway: ctx.gateway,
         error: end.error,
+        reauthFailed: end.error !== undefined && end.reason !== 'failed',
       })
       .replace(/`logproxy connect /g, '`logproxy tail ');
     io.stderr.write(`logproxy: ${message}\n`);
@@ -395,7 +400,8 @@ function describeTailEvent(event: TailEvent, io: IO, target: string, gateway: st
     }
     case 'reconnecting':
       if (event.attempt === 1) {
-        const why = event.error instanceof Error ? event.error.message : String(event.error);
+        // undici's own words ("terminated", "fetch failed") mean nothing to people.
+        const why = isLogproxyError(event.error) ? event.error.message : 'the connection was cut';
         io.stderr.write(`logproxy: lost the log stream of ${target} (${why}); reconnecting\n`);
       }
       return;

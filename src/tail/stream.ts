@@ -117,10 +117,12 @@ export async function tailLogs(options: TailOptions): Promise<TailResult> {
         continue;
       }
 
-      if (action === 'session' && sessionId !== undefined) {
+      // Getting a session failed in a way a new session cannot fix: the source's final word.
+      if (action === 'session' && sessionId === undefined) throw err;
+      if (action === 'session') {
         const error = err as LogproxyError;
         options.onEvent?.({ type: 'session_lost', sessionId, error });
-        await session.lost(sessionId, error, signal);
+        await session.lost(sessionId as string, error, signal);
         continue;
       }
 
