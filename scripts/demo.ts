@@ -442,6 +442,7 @@ class Demo {
   // 6
   async reauthenticate(connect: DemoChild): Promise<void> {
     this.heading(6, 'Sign in again, inline: connect re-authenticates');
+    const from = Math.max(0, connect.lines.findIndex(isEvent('reauthenticating')));
     const ended = connect.lines.find(isEvent('ended'));
     if (ended) {
       throw new DemoFailure(
@@ -461,13 +462,15 @@ class Demo {
       what: 'a "resumed" event after the new sign-in',
       timeoutMs: this.timeouts.reauthMs,
     });
-    const codeLine = connect.lines.find(isEvent('device_code'));
-    if (!codeLine) {
+    const codes = connect.lines
+      .filter((l) => l.index >= from && isEvent('device_code')(l))
+      .map((l) => String(parseEvent(l.text)!.data.user_code));
+    if (codes.length === 0) {
       throw new DemoFailure('connect resumed without showing a new device code to approve');
     }
     if (!this.options.interactive) {
-      const code = parseEvent(codeLine.text)!.data.user_code;
-      this.out.say(`code ${String(code)} auto-approved as ${DEMO_USER} (development provider)`);
+      const which = codes.length === 1 ? `code ${codes[0]}` : `codes ${codes.join(', ')}`;
+      this.out.say(`${which} auto-approved as ${DEMO_USER} (development provider)`);
     }
     const id = parseEvent(resumed.text)!.data.session_id;
     this.out.ok(`re-authenticated; traffic continues on session ${String(id)}`);
