@@ -121,8 +121,9 @@ export async function tailLogs(options: TailOptions): Promise<TailResult> {
       if (action === 'session' && sessionId === undefined) throw err;
       if (action === 'session') {
         const error = err as LogproxyError;
-        options.onEvent?.({ type: 'session_lost', sessionId, error });
-        await session.lost(sessionId as string, error, signal);
+        const lostId: string = sessionId as string;
+        options.onEvent?.({ type: 'session_lost', sessionId: lostId, error });
+        await session.lost(lostId, error, signal);
         continue;
       }
 
