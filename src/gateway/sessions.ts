@@ -36,6 +36,8 @@ export interface ReauthMark {
   endedAtMs: number;
 }
 
+const SEEN_TOKEN_IDS = 8;
+
 export type ExpiryReason = 'idle_timeout' | 'max_lifetime' | 'client_lost';
 
 /** The identifying part of a session every event carries. */
@@ -79,7 +81,8 @@ interface Session {
   lastHeartbeatMs: number;
   expiresAtMs: number;
   tokenExpiresAtMs: number;
-  tokenId?: string;
+  /** `jti`s of the tokens seen on this session, newest last (at most SEEN_TOKEN_IDS). */
+  tokenIds: string[];
   warned: Set<string>;
   controller: AbortController;
   timer?: TimerHandle;
@@ -150,11 +153,11 @@ export class SessionManager {
       lastHeartbeatMs: now,
       expiresAtMs: now + policy.maxLifetimeMs,
       tokenExpiresAtMs: principal.expiresAtMs,
+      tokenIds: principal.tokenId ? [principal.tokenId] : [],
       warned: new Set(),
       controller,
       live: undefined as unknown as LiveSession,
     };
-    if (principal.tokenId) session.tokenId = principal.tokenId;
     session.live = {
       id: ref.id,
       subject: ref.subject,
@@ -250,12 +253,17 @@ export class SessionManager {
   noteToken(id: string, principal: Principal): void {
     const s = this.sessions.get(id);
     if (!s || s.endedAtMs !== undefined || s.ref.subject !== principal.subject) return;
-    const newer =
-      principal.expiresAtMs > s.tokenExpiresAtMs ||
-      (principal.tokenId !== undefined && principal.tokenId !== s.tokenId);
-    if (!newer || principal.expiresAtMs < s.tokenExpiresAtMs) return;
+    if (principal.expiresAtMs < s.tokenExpiresAtMs) return; // an older token still in use
+    const seen = principal.tokenId !== undefined && s.tokenIds.includes(principal.tokenId);
+    const later = principal.expiresAtMs > s.tokenExpiresAtMs;
+    if (seen || (!later && principal.tokenId === undefined)) return;
     s.tokenExpiresAtMs = principal.expiresAtMs;
-    if (principal.tokenId) s.tokenId = principal.tokenId;
+    if (principal.tokenId) {
+      // A client may alternate between a few tokens for a while (requests in flight while it
+      // refreshes); remembering the last few ids reports each token once.
+      s.tokenIds.push(principal.tokenId);
+      if (s.tokenIds.length > SEEN_TOKEN_IDS) s.tokenIds.shift();
+    }
     this.emit({
       type: 'refreshed',
       session: s.ref,
