@@ -24,10 +24,14 @@ export async function discoverGateway(
     const response = await fetch(url, { headers: { accept: 'application/json' }, signal });
     body = await readJson(response, 'the gateway');
   } catch (err) {
-    if (isLogproxyError(err, ErrorCodes.BAD_RESPONSE)) {
+    // A 404 (plain or problem+json) or a non-JSON answer: something is there, not a gateway.
+    if (
+      isLogproxyError(err, ErrorCodes.BAD_RESPONSE) ||
+      isLogproxyError(err, ErrorCodes.NOT_FOUND)
+    ) {
       throw new LogproxyError(
         ErrorCodes.BAD_RESPONSE,
-        `${base} does not look like a logproxy gateway: ${err.message}`,
+        `${base} does not look like a logproxy gateway (${url}: ${err.message}); check the URL`,
         { cause: err, details: err.details },
       );
     }
