@@ -250,7 +250,8 @@ function describeEvent(event: ConnectEvent, o: RendererOptions): string | undefi
       const lines = [
         `tunnel to ${o.target} listening on ${event.info.unixSocket ?? event.info.url}`,
         `  idle timeout ${formatDuration(s.policy.idle_timeout_s * 1000)}; ` +
-          `the session ends at ${localTime(s.expires_at)} at the latest`,
+          `the session ends at ${localTime(s.expires_at)} at the latest ` +
+          `(in ${formatDuration(s.seconds_to_absolute_end * 1000)})`,
       ];
       if (event.info.secret) {
         lines.push(`  secret: ${event.info.secret} (send as X-Logproxy-Secret)`);

@@ -200,6 +200,7 @@ function wire(
   facts: WireFacts,
 ): Listener {
   let active = 0;
+  const upgraded = new Set<Duplex>();
   let closing: Promise<void> | undefined;
   const drained: Array<() => void> = [];
 
@@ -220,6 +221,9 @@ function wire(
     server.on('upgrade', (req, socket: Duplex, head: Buffer) => {
       const rejection = guard(req);
       if (rejection) return rejectUpgrade(socket, rejection);
+      // Upgraded sockets leave the HTTP server's books: track them to cut them at close.
+      upgraded.add(socket);
+      socket.once('close', () => upgraded.delete(socket));
       onUpgrade(req, socket, head);
     });
     server.on('clientError', (_err, socket: Duplex) => {
@@ -243,6 +247,7 @@ function wire(
       });
     }
     for (const s of servers) s.closeAllConnections();
+    for (const socket of upgraded) socket.destroy();
   };
 
   return {

@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { WebSocketServer } from 'ws';
 import { configPaths } from '../../src/cli/config.js';
 import { createHttpClient } from '../../src/auth/http.js';
 import { signIn } from '../../src/auth/sign-in.js';
@@ -63,6 +64,12 @@ export async function startUpstream(): Promise<Upstream> {
       );
     });
   });
+  // WebSocket echo on any path: "x" comes back as "echo:x".
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws, req) => {
+    seen.push({ url: req.url ?? '', headers: req.headers });
+    ws.on('message', (data) => ws.send(`echo:${String(data)}`));
+  });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as { port: number };
   return {
@@ -70,6 +77,8 @@ export async function startUpstream(): Promise<Upstream> {
     seen,
     close: () =>
       new Promise((r) => {
+        for (const ws of wss.clients) ws.terminate();
+        wss.close();
         server.closeAllConnections();
         server.close(() => r());
       }),

@@ -6,9 +6,6 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createDataPlane } from '../../src/gateway/data-plane.js';
-import type { GatewayConfig } from '../../src/gateway/types.js';
-import { systemClock } from '../../src/util/clock.js';
 import { startGateway, spawnGateway, gatewayYaml, type TestGateway } from '../helpers/gateway.js';
 import {
   connectInProcess,
@@ -34,8 +31,6 @@ before(async () => {
   upstream = await startUpstream();
   const source = http(upstream.url);
   gw = await startGateway({
-    // The server does not build a data plane by itself yet; the tail tests do the same.
-    dataPlane: createDataPlane({} as GatewayConfig, { clock: systemClock }),
     targets: {
       idle: {
         source,

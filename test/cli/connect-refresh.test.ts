@@ -4,9 +4,6 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createDataPlane } from '../../src/gateway/data-plane.js';
-import type { GatewayConfig } from '../../src/gateway/types.js';
-import { systemClock } from '../../src/util/clock.js';
 import { startGateway } from '../helpers/gateway.js';
 import { connectInProcess, signedIn, startUpstream, until } from './connect-helpers.js';
 
@@ -14,7 +11,6 @@ test('tokens are refreshed under load with no failed request', async (t) => {
   const upstream = await startUpstream();
   t.after(() => upstream.close());
   const gw = await startGateway({
-    dataPlane: createDataPlane({} as GatewayConfig, { clock: systemClock }),
     accessTokenTtlMs: 6_000,
     targets: {
       api: {

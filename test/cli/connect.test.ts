@@ -10,9 +10,7 @@ import { readdir, readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { createDataPlane } from '../../src/gateway/data-plane.js';
-import type { GatewayConfig } from '../../src/gateway/types.js';
-import { systemClock } from '../../src/util/clock.js';
+import WebSocket from 'ws';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { tunnelsDir } from '../../src/tunnel/registry.js';
 import {
@@ -33,8 +31,6 @@ let user: SignedIn;
 before(async () => {
   upstream = await startUpstream();
   gw = await startGateway({
-    // The server does not build a data plane by itself yet; the tail tests do the same.
-    dataPlane: createDataPlane({} as GatewayConfig, { clock: systemClock }),
     targets: {
       api: { source: { type: 'http', url: upstream.url, headers: {}, timeoutMs: 30_000 } },
     },
@@ -195,4 +191,30 @@ test('--unix-socket listens on a 0600 socket that curl can use', async (t) => {
   tunnel.child.kill('SIGINT');
   assert.equal(await tunnel.exited, 130);
   await assert.rejects(stat(sock), /ENOENT/);
+});
+
+test('WebSocket upgrades pass through; a foreign Origin cannot open one', async (t) => {
+  const tunnel = await spawnConnect(user.env, ['api']);
+  t.after(() => tunnel.child.kill('SIGKILL'));
+  const wsUrl = (tunnel.doc.url as string).replace('http:', 'ws:') + '/ws/feed';
+
+  const ws = new WebSocket(wsUrl, { headers: { authorization: 'Bearer local-client-token' } });
+  t.after(() => ws.terminate());
+  await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+  ws.send('ping');
+  const reply = await new Promise<string>((r) => ws.once('message', (d) => r(String(d))));
+  assert.equal(reply, 'echo:ping');
+  const seen = upstream.seen.filter((s) => s.url === '/ws/feed').at(-1)!;
+  assert.ok(!JSON.stringify(seen.headers).includes('local-client-token'));
+  ws.close();
+
+  const evil = new WebSocket(wsUrl, { origin: 'https://evil.example' });
+  const status = await new Promise<number>((resolve) => {
+    evil.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+    evil.once('open', () => resolve(101));
+    evil.once('error', () => undefined);
+  });
+  assert.equal(status, 403);
+  tunnel.child.kill('SIGINT');
+  assert.equal(await tunnel.exited, 130);
 });
