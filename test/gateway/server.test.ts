@@ -203,6 +203,35 @@ describe('gateway over HTTP', () => {
     );
   });
 
+  it('cuts an open log stream the moment its session is revoked', async () => {
+    const s = await call<SessionState>(`${gw.url}/v1/sessions`, {
+      method: 'POST',
+      token: alice,
+      json: { target: 'demo' },
+    });
+    const res = await fetch(`${gw.url}/v1/sessions/${s.body.id}/logs?follow=true`, {
+      headers: { authorization: `Bearer ${alice}` },
+    });
+    assert.equal(res.status, 200);
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let text = '';
+    while (!text.includes('\n')) text += (await reader.read()).value ?? '';
+
+    const revoked = await call<SessionState>(`${gw.url}/v1/sessions/${s.body.id}/revoke`, {
+      method: 'POST',
+      token: alice,
+    });
+    assert.equal(revoked.body.end_reason, 'revoked');
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    const last = JSON.parse(text.trim().split('\n').at(-1)!) as Record<string, unknown>;
+    assert.equal(last.notice, 'session_ended');
+    assert.equal(last.reason, 'revoked');
+  });
+
   it('answers bad requests with a problem type per reason', async () => {
     const post = (json: unknown, headers?: Record<string, string>) =>
       call(`${gw.url}/v1/sessions`, { method: 'POST', token: alice, json, ...{ headers } });
@@ -442,6 +471,26 @@ describe('gateway with two users and an injected clock', () => {
     assert.equal(beat.body.end_reason, 'revoked');
     const line = (await gw.auditLines()).find((l) => l.event === 'session.revoked')!;
     assert.deepEqual([line.session_id, line.subject, line.by], [bobs.id, 'bob', 'alice']);
+  });
+
+  it('counts data plane traffic as activity, and heartbeats not', async () => {
+    const s = await create(bob);
+    const beat = () =>
+      call<SessionState>(`${gw.url}/v1/sessions/${s.id}/heartbeat`, {
+        method: 'POST',
+        token: bob,
+      });
+    for (let i = 0; i < 20; i++) {
+      clock.advance(30_000);
+      await beat();
+    }
+    assert.equal((await beat()).body.seconds_to_idle_expiry, 300);
+    const logs = await call(`${gw.url}/v1/sessions/${s.id}/logs?limit=1`, { token: bob });
+    assert.equal(logs.status, 200);
+    const after = (await beat()).body;
+    assert.equal(after.seconds_to_idle_expiry, 900);
+    assert.equal(after.idle_s, 0);
+    await call(`${gw.url}/v1/sessions/${s.id}`, { method: 'DELETE', token: bob });
   });
 
   it('expires idle sessions on the gateway clock and then asks for a new sign-in', async () => {
