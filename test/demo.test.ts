@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isAlive, processesMentioning } from '../scripts/demo-process.js';
+import { approveDeviceCode, browserSkipReason, launchBrowser } from './helpers/browser.js';
 import { formatAuditLine } from '../scripts/demo-output.js';
 import { gapProblem, sequenceOf } from '../scripts/demo-setup.js';
 
@@ -23,7 +24,12 @@ interface Run {
   output: string;
 }
 
-function runDemo(args: string[], home: string, t: { after(fn: () => void): void }): Promise<Run> {
+function runDemo(
+  args: string[],
+  home: string,
+  t: { after(fn: () => void): void },
+  onOutput: (text: string) => void = () => {},
+): Promise<Run> {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
     if (!k.startsWith('LOGPROXY_') && !k.startsWith('XDG_')) env[k] = v;
@@ -42,8 +48,12 @@ function runDemo(args: string[], home: string, t: { after(fn: () => void): void 
     }
   });
   let output = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (output += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (output += s));
+  const add = (s: string) => {
+    output += s;
+    onOutput(output);
+  };
+  child.stdout.setEncoding('utf8').on('data', add);
+  child.stderr.setEncoding('utf8').on('data', add);
   return new Promise((resolve) => child.on('close', (code) => resolve({ code, output })));
 }
 
@@ -131,6 +141,55 @@ test(
     assert.equal(existsSync(tempDir), false, 'the temporary directory is removed');
 
     // Nothing in the person's own config, state or keychain files.
+    assert.deepEqual(readdirSync(home), []);
+  },
+);
+
+test(
+  'npm run demo -- --interactive waits for a person to approve each code in a browser',
+  { timeout: 300_000, skip: browserSkipReason() },
+  async (t) => {
+    const home = mkdtempSync(path.join(os.tmpdir(), 'logproxy-demo-home-'));
+    t.after(() => rmSync(home, { recursive: true, force: true }));
+    const browser = await launchBrowser();
+    t.after(() => browser.close());
+
+    // Every verification URL the demo relays (login's, then connect's re-authentication) is
+    // approved once, as alice, through the provider's real pages.
+    const approved = new Set<string>();
+    const approvals: Array<Promise<unknown>> = [];
+    const run = await runDemo(['--interactive'], home, t, (output) => {
+      for (const m of output.matchAll(
+        /http:\/\/127\.0\.0\.1:\d+\/oidc\/device\?user_code=[A-Z-]+/g,
+      )) {
+        if (approved.has(m[0])) continue;
+        approved.add(m[0]);
+        const url = m[0];
+        approvals.push(
+          approveDeviceCode(browser.context, url, 'alice').catch((err: unknown) => {
+            throw new Error(`approving ${url} in the browser failed: ${String(err)}`);
+          }),
+        );
+      }
+    });
+    const outcomes = await Promise.allSettled(approvals);
+    for (const o of outcomes) if (o.status === 'rejected') assert.fail(String(o.reason));
+
+    assert.equal(run.code, 0, `the interactive demo failed:\n${run.output}`);
+    assert.ok(
+      approved.size >= 2,
+      `expected a login and a re-authentication code: ${[...approved]}`,
+    );
+    assert.doesNotMatch(run.output, /auto-approved/);
+    inOrder(run.output, [
+      /approve the code in your browser/,
+      /ok signed in as alice/,
+      /\[6\/9\] Sign in again, inline/,
+      /approve the new code in your browser/,
+      /ok re-authenticated/,
+      /ok no line lost or repeated: (\d+) lines, 1\.\.\1\b/,
+      /Demo complete\./,
+    ]);
     assert.deepEqual(readdirSync(home), []);
   },
 );
