@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { createCliEnv, type CliEnv } from '../helpers/cli.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import type { StatusDocument } from '../../src/cli/status.js';
+import { removeTunnelRecord, writeTunnelRecord } from '../../src/tunnel/registry.js';
 import type { TargetList } from '../../src/protocol/api.js';
 
 describe('login, status, targets and logout against a real gateway', () => {
@@ -44,6 +45,14 @@ describe('login, status, targets and logout against a real gateway', () => {
     const targets = await cli.run(['targets', '--gateway', gw.url]);
     assert.equal(targets.code, 3, targets.stderr);
     assert.match(targets.stderr, /run `logproxy login/);
+  });
+
+  test('no keychain and no --insecure-storage: a clear failure offering the file (exit 1)', async () => {
+    // The sealed environment has no D-Bus session bus, so no Secret Service.
+    const r = await cli.run(['login', '--gateway', gw.url]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /no OS keychain is available .*--insecure-storage/);
+    assert.doesNotMatch(r.stderr, /one-time code/, 'fails before asking for a code');
   });
 
   test('login shows the code on stderr and ends with "Logged in to ... as alice"', async () => {
@@ -83,6 +92,37 @@ describe('login, status, targets and logout against a real gateway', () => {
       [['default', 'alice', true]],
     );
     assert.doesNotMatch(json.stdout + text.stdout, /eyJ/, 'no token in the output');
+  });
+
+  test('status lists live tunnels from the registry and drops dead ones', async () => {
+    const stateDir = path.join(cli.configDir, 'state');
+    const record = {
+      version: 1 as const,
+      target: 'prod-logs',
+      gateway: gw.url,
+      profile: 'default',
+      localUrl: 'http://127.0.0.1:41234',
+      sessionId: 'sess-live',
+      expiresAt: new Date(Date.now() + 3_600_000).toISOString(),
+      startedAt: new Date().toISOString(),
+      secretRequired: false,
+    };
+    // This test process is alive; a pid far above pid_max never is.
+    await writeTunnelRecord(stateDir, { ...record, pid: process.pid });
+    await writeTunnelRecord(stateDir, { ...record, pid: 99_999_999, sessionId: 'sess-dead' });
+
+    const json = await cli.run(['status', '--json']);
+    const doc = JSON.parse(json.stdout) as StatusDocument;
+    assert.deepEqual(
+      doc.tunnels.map((t) => [t.pid, t.target, t.local_url, t.session_id]),
+      [[process.pid, 'prod-logs', 'http://127.0.0.1:41234', 'sess-live']],
+    );
+    const text = await cli.run(['status']);
+    assert.match(
+      text.stdout,
+      /Tunnels:\n +TARGET +LOCAL URL +SESSION +ENDS +PID\n +prod-logs +http:\/\/127\.0\.0\.1:41234 +sess-live/,
+    );
+    await removeTunnelRecord(stateDir, process.pid);
   });
 
   test('targets prints a table and --json the gateway document', async () => {
@@ -163,5 +203,16 @@ describe('logout with the identity provider unreachable', () => {
     const status = await cli.run(['status', '--json']);
     assert.equal(status.code, 3);
     assert.deepEqual((JSON.parse(status.stdout) as StatusDocument).profiles, []);
+  });
+});
+
+describe('where login may open a browser', () => {
+  test('always on macOS and Windows; on Linux only with a display', async () => {
+    const { canOpenBrowser } = await import('../../src/cli/login.js');
+    assert.equal(canOpenBrowser({}, 'darwin'), true);
+    assert.equal(canOpenBrowser({}, 'win32'), true);
+    assert.equal(canOpenBrowser({}, 'linux'), false);
+    assert.equal(canOpenBrowser({ DISPLAY: ':0' }, 'linux'), true);
+    assert.equal(canOpenBrowser({ WAYLAND_DISPLAY: 'wayland-0' }, 'linux'), true);
   });
 });
