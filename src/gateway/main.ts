@@ -127,6 +127,13 @@ export async function main(argv: string[]): Promise<number> {
     throw err;
   }
   if (flags.check) {
+    try {
+      const { readTlsFiles } = await import('./server.js');
+      readTlsFiles(config);
+    } catch (err) {
+      process.stderr.write(`logproxy-gateway: invalid configuration\n${(err as Error).message}\n`);
+      return EXIT_USAGE;
+    }
     process.stdout.write(
       `${flags.config}: valid (${Object.keys(config.targets).length} targets)\n`,
     );

@@ -86,6 +86,7 @@ export async function createGateway(
 ): Promise<Gateway> {
   const clock = deps.clock ?? systemClock;
   const logger = deps.logger ?? createLogger(config.log.level);
+  const tls = readTlsFiles(config);
   const marks = readReauthMarks(config.audit.file);
   const audit = new AuditLog(config.audit.file, clock, (err) =>
     logger.error({ err: String(err), file: config.audit.file }, 'audit write failed'),
@@ -101,10 +102,6 @@ export async function createGateway(
   logSessions(sessions, logger);
   const metrics = createMetrics(sessions, Object.keys(config.targets));
 
-  const tls = config.tls && {
-    cert: readFileSync(config.tls.certFile),
-    key: readFileSync(config.tls.keyFile),
-  };
   const serverOptions = {
     requestTimeout: REQUEST_TIMEOUT_MS,
     headersTimeout: HEADERS_TIMEOUT_MS,
@@ -147,6 +144,22 @@ export async function createGateway(
     ...(app.devProvider ? { devProvider: app.devProvider } : {}),
     close: () => (closing ??= shutdown(server, app, sessions, audit, logger)),
   };
+}
+
+/** The PEM files of `tls`, read; LogproxyError(CONFIG_INVALID) naming the key when unreadable. */
+export function readTlsFiles(config: GatewayConfig): { cert: Buffer; key: Buffer } | undefined {
+  if (!config.tls) return undefined;
+  const read = (file: string, key: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? String(err);
+      throw new LogproxyError(ErrorCodes.CONFIG_INVALID, `${key}: cannot read ${file} (${code})`, {
+        cause: err,
+      });
+    }
+  };
+  return { cert: read(config.tls.certFile, 'tls.cert'), key: read(config.tls.keyFile, 'tls.key') };
 }
 
 function listen(server: Server, host: string, port: number): Promise<void> {

@@ -656,6 +656,11 @@ describe('logproxy-gateway as a process', () => {
     const bad = await run(gatewayYaml().replace('admins:', 'admns:'));
     assert.equal(bad.code, 2);
     assert.match(bad.out, /gateway\.yaml:10: admns: unknown key \(did you mean admins\?\)/);
+    const noCert = await run(
+      gatewayYaml({ extra: 'tls: { cert: ./none.pem, key: ./none.key }\n' }),
+    );
+    assert.equal(noCert.code, 2);
+    assert.match(noCert.out, /tls\.cert: cannot read .*none\.pem \(ENOENT\)/);
   });
 
   it('runs --dev with no file and says where things are', async () => {
