@@ -603,6 +603,62 @@ describe('gateway over TLS with a private CA', () => {
   });
 });
 
+describe('WebSocket upgrades through the gateway', () => {
+  it('authenticates the upgrade, passes the socket through, and refuses without a token', async (t) => {
+    const http = await import('node:http');
+    const { WebSocket, WebSocketServer } = await import('ws');
+    const upstream = http.createServer();
+    const wss = new WebSocketServer({ server: upstream });
+    wss.on('connection', (ws, req) => {
+      ws.on('message', (data) => ws.send(`echo ${String(data)} on ${req.url}`));
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise((resolve) => upstream.close(resolve)));
+    t.after(() => wss.close());
+    const port = (upstream.address() as { port: number }).port;
+
+    const gw = await startGateway({
+      targets: {
+        loki: {
+          source: { type: 'http', url: `http://127.0.0.1:${port}`, headers: {}, timeoutMs: 5000 },
+        },
+      },
+    });
+    t.after(() => gw.close());
+    const token = await gw.tokenFor();
+    const s = await call<SessionState>(`${gw.url}/v1/sessions`, {
+      method: 'POST',
+      token,
+      json: { target: 'loki' },
+    });
+    const wsUrl = `${gw.url.replace('http', 'ws')}/v1/sessions/${s.body.id}/forward/tail?q=1`;
+
+    const refused = await new Promise<number>((resolve) => {
+      const ws = new WebSocket(wsUrl);
+      ws.on('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.on('error', () => resolve(-1));
+    });
+    assert.equal(refused, 401);
+
+    const ws = new WebSocket(wsUrl, { headers: { authorization: `Bearer ${token}` } });
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const answer = new Promise<string>((resolve) => ws.once('message', (d) => resolve(String(d))));
+    ws.send('hello');
+    assert.equal(await answer, 'echo hello on /tail?q=1');
+    const closed = new Promise((resolve) => ws.once('close', resolve));
+    await call(`${gw.url}/v1/sessions/${s.body.id}`, { method: 'DELETE', token });
+    await closed;
+    const lines = (await gw.auditLines()).filter((l) => l.event === 'token.rejected');
+    assert.deepEqual(
+      lines.map((l) => [l.reason, l.path]),
+      [['missing', `/v1/sessions/${s.body.id}/forward/tail`]],
+    );
+  });
+});
+
 describe('gateway behind a public URL', () => {
   it('publishes public_url and verifies tokens without reaching it', async (t) => {
     const gw = await startGateway({ publicUrl: 'https://logs.unreachable.test' });
