@@ -9,7 +9,7 @@ import type { CommandContext } from './context.js';
 import type { IO } from './io.js';
 import type { TargetList } from '../protocol/api.js';
 import { ExitCodes, type ExitCode } from './exit-codes.js';
-import { formatTable, writeJson } from './output.js';
+import type { formatTable as FormatTable } from './output.js';
 import { formatDuration } from '../util/durations.js';
 
 export interface TargetsOptions {
@@ -57,6 +57,7 @@ export async function runTargets(options: TargetsOptions, io: IO): Promise<ExitC
     await services.close();
   }
 
+  const { formatTable, writeJson } = await import('./output.js');
   if (options.json) {
     writeJson(io, list);
     return ExitCodes.OK;
@@ -68,12 +69,12 @@ export async function runTargets(options: TargetsOptions, io: IO): Promise<ExitC
     );
     return ExitCodes.OK;
   }
-  io.stdout.write(renderTargets(list));
+  io.stdout.write(renderTargets(list, formatTable));
   return ExitCodes.OK;
 }
 
 /** The table: name, source, idle timeout, max lifetime, and the description when any. */
-export function renderTargets(list: TargetList): string {
+export function renderTargets(list: TargetList, formatTable: typeof FormatTable): string {
   const rows = [...list.targets]
     .sort((a, b) => a.name.localeCompare(b.name))
     .map((t) => [
