@@ -1,0 +1,276 @@
+/**
+ * `logproxy tail` throughput and memory, in one run:
+ *
+ * 1. Lines/s of the real CLI (`logproxy tail big -o raw` and `-o json`, then `-o text`) into a
+ *    pipe that this process reads and counts, next to `cat` of the same file through the same
+ *    counting reader. A file target over a generated file of 100-byte lines, a real gateway
+ *    (in this process), a real token from the embedded provider's auto-approved device login.
+ * 2. Memory: `logproxy tail fast -f -o raw` following a fast `demo` target while the reader
+ *    stops reading for 30 s (the pipe paused); the CLI's RSS (/proc/PID/status VmRSS) sampled
+ *    every second, printed as first / max / last. Backpressure must keep it flat.
+ *
+ *   npx tsc -p . && node dist/bench/tail.js [--lines 2000000] [--runs 3] [--pause 30]
+ *
+ * Aim: at least a million lines a second with -o raw.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { startGateway } from '../test/helpers/gateway.js';
+import { CLI_BIN, cliEnv, signIn } from '../test/tail/cli-env.js';
+import { formatBatch, type OutputFormat } from '../src/tail/format.js';
+import { LineSplitter } from '../src/tail/stream.js';
+import { createReadStream } from 'node:fs';
+
+const LINE_BYTES = 100;
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+
+async function writeLogFile(file: string, lines: number): Promise<void> {
+  const out = createWriteStream(file);
+  const services = ['checkout', 'payments', 'search', 'auth'];
+  let batch = '';
+  for (let i = 0; i < lines; i++) {
+    const ts = new Date(Date.UTC(2026, 0, 1) + i).toISOString();
+    const head = `${ts} INFO  ${services[i % 4]}: GET /api/v1/orders/${i % 100000} 200 id=${i}`;
+    batch += head.padEnd(LINE_BYTES - 1, ' ') + '\n';
+    if (batch.length >= 1 << 20) {
+      if (!out.write(batch))
+        await new Promise((resolve) => out.once('drain', () => resolve(undefined)));
+      batch = '';
+    }
+  }
+  out.end(batch);
+  await new Promise((resolve) => out.once('close', () => resolve(undefined)));
+}
+
+/** Counts newlines of a stream: the same reader for every contestant. */
+function countLines(stream: Readable): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let lines = 0;
+    stream.on('data', (chunk: Buffer) => {
+      for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) lines++;
+    });
+    stream.on('end', () => resolve(lines));
+    stream.on('error', reject);
+  });
+}
+
+/** Runs a command, counts its stdout lines; seconds from spawn to exit. */
+async function timed(
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ lines: number; seconds: number }> {
+  const started = process.hrtime.bigint();
+  const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+  const lines = await countLines(child.stdout);
+  const code = await exited;
+  if (code !== 0) throw new Error(`${command} ${args.join(' ')} exited with ${code}`);
+  return { lines, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+async function rssKb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+}
+
+const fmt = (n: number, digits = 0): string =>
+  n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+async function main(): Promise<void> {
+  const total = arg('lines', 2_000_000);
+  const runs = arg('runs', 3);
+  const pauseS = arg('pause', 30);
+  const dir = await mkdtemp(path.join(tmpdir(), 'lp-bench-tail-'));
+  const file = path.join(dir, 'big.log');
+  await writeLogFile(file, total);
+  const fileBytes = (await stat(file)).size;
+  console.log(
+    `file: ${fmt(total)} lines of ${LINE_BYTES} bytes (${fmt(fileBytes / 1e6, 1)} MB); ` +
+      `node ${process.version}; ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}`,
+  );
+
+  const gw = await startGateway({
+    targets: {
+      big: { source: { type: 'file', paths: [file] } },
+      fast: { source: { type: 'demo', ratePerSec: 50_000, historyLines: 1000, seed: 3 } },
+    },
+  });
+  const user = await signIn(gw.url, gw.issuer);
+  const env = cliEnv(user.env);
+  try {
+    await throughput({ file, total, runs, env });
+    await clientPath({ dir, file, total, runs, env });
+    await memory({ env, pauseS });
+  } finally {
+    await gw.close();
+    await user.cleanup();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function throughput(o: {
+  file: string;
+  total: number;
+  runs: number;
+  env: NodeJS.ProcessEnv;
+}): Promise<void> {
+  console.log(`\nthroughput (best of ${o.runs}; the whole CLI run, start-up and session included)`);
+  const contestants: Array<[string, string, string[]]> = [
+    ['cat', 'cat', [o.file]],
+    ['tail -o raw', process.execPath, [CLI_BIN, 'tail', 'big', '-o', 'raw']],
+    ['tail -o json', process.execPath, [CLI_BIN, 'tail', 'big', '-o', 'json']],
+    ['tail -o text', process.execPath, [CLI_BIN, 'tail', 'big', '-o', 'text']],
+  ];
+  const best = new Map<string, number>();
+  for (let run = 0; run < o.runs; run++) {
+    for (const [name, command, args] of contestants) {
+      const r = await timed(command, args, o.env);
+      if (r.lines !== o.total) throw new Error(`${name}: ${r.lines} lines, want ${o.total}`);
+      best.set(name, Math.min(best.get(name) ?? Infinity, r.seconds));
+    }
+  }
+  const catRate = o.total / best.get('cat')!;
+  for (const [name] of contestants) {
+    const rate = o.total / best.get(name)!;
+    console.log(
+      `  ${name.padEnd(13)} ${fmt(rate).padStart(12)} lines/s  ${fmt(best.get(name)!, 2)} s` +
+        (name === 'cat' ? '' : `  ratio to cat ${fmt(rate / catRate, 3)}`),
+    );
+  }
+  const raw = o.total / best.get('tail -o raw')!;
+  console.log(`  aim >= 1,000,000 lines/s with -o raw: ${raw >= 1e6 ? 'met' : 'NOT met'}`);
+}
+
+/**
+ * tail's own path without the gateway: the gateway's NDJSON for the same file (recorded with
+ * `tail -o json`, which passes records through verbatim) split, formatted and written by the
+ * code the CLI runs (LineSplitter, formatBatch, one write per batch with drain) into a pipe
+ * to `wc -l`; `cat FILE | wc -l` is the reference. This is the ceiling tail can reach when the
+ * gateway keeps up.
+ */
+async function clientPath(o: {
+  dir: string;
+  file: string;
+  total: number;
+  runs: number;
+  env: NodeJS.ProcessEnv;
+}): Promise<void> {
+  const ndjson = path.join(o.dir, 'big.ndjson');
+  const out = createWriteStream(ndjson);
+  const child = spawn(process.execPath, [CLI_BIN, 'tail', 'big', '-o', 'json'], {
+    env: o.env,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  child.stdout.pipe(out);
+  await new Promise((resolve) => out.once('close', () => resolve(undefined)));
+  const ndjsonBytes = (await stat(ndjson)).size;
+  console.log(
+    `\nclient path alone (NDJSON from the file, ${fmt(ndjsonBytes / 1e6, 1)} MB -> format -> ` +
+      'pipe to wc -l)',
+  );
+
+  const wc = async (feed: (stdin: NodeJS.WritableStream) => Promise<void>) => {
+    const started = process.hrtime.bigint();
+    const counter = spawn('wc', ['-l'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let text = '';
+    counter.stdout.setEncoding('utf8').on('data', (s: string) => (text += s));
+    const closed = new Promise((resolve) => counter.once('close', resolve));
+    await feed(counter.stdin);
+    counter.stdin.end();
+    await closed;
+    return { lines: Number(text.trim()), seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+  };
+  const catFeed = (stdin: NodeJS.WritableStream) =>
+    new Promise<void>((resolve, reject) => {
+      const r = createReadStream(o.file, { highWaterMark: 1 << 20 });
+      r.on('error', reject);
+      r.on('end', () => resolve());
+      r.pipe(stdin, { end: false });
+    });
+  const tailFeed = (format: OutputFormat) => async (stdin: NodeJS.WritableStream) => {
+    const splitter = new LineSplitter();
+    for await (const chunk of createReadStream(ndjson, { highWaterMark: 1 << 20 })) {
+      const batch = formatBatch(splitter.push(chunk as Buffer), { format });
+      if (!stdin.write(batch.output)) {
+        await new Promise((resolve) => stdin.once('drain', () => resolve(undefined)));
+      }
+    }
+  };
+
+  const best = new Map<string, number>();
+  const contestants: Array<[string, (stdin: NodeJS.WritableStream) => Promise<void>]> = [
+    ['cat file', catFeed],
+    ['format raw', tailFeed('raw')],
+    ['format json', tailFeed('json')],
+    ['format text', tailFeed('text')],
+  ];
+  for (let run = 0; run < o.runs; run++) {
+    for (const [name, feed] of contestants) {
+      const r = await wc(feed);
+      if (r.lines !== o.total) throw new Error(`${name}: ${r.lines} lines, want ${o.total}`);
+      best.set(name, Math.min(best.get(name) ?? Infinity, r.seconds));
+    }
+  }
+  const ref = o.total / best.get('cat file')!;
+  for (const [name] of contestants) {
+    const rate = o.total / best.get(name)!;
+    console.log(
+      `  ${name.padEnd(13)} ${fmt(rate).padStart(12)} lines/s` +
+        (name === 'cat file' ? '' : `  ratio to cat ${fmt(rate / ref, 3)}`),
+    );
+  }
+}
+
+async function memory(o: { env: NodeJS.ProcessEnv; pauseS: number }): Promise<void> {
+  console.log(
+    `\nmemory: tail fast -f -o raw (demo target, 50,000 lines/s); reader pauses ${o.pauseS} s`,
+  );
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [CLI_BIN, 'tail', 'fast', '-f', '-o', 'raw'],
+    {
+      env: o.env,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  let lines = 0;
+  child.stdout!.on('data', (chunk: Buffer) => {
+    for (let i = chunk.indexOf(10); i >= 0; i = chunk.indexOf(10, i + 1)) lines++;
+  });
+  const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+  await sleep(3_000);
+  const readingLines = lines;
+  const samples: number[] = [];
+  child.stdout!.pause();
+  for (let s = 0; s < o.pauseS; s++) {
+    samples.push(await rssKb(child.pid!));
+    await sleep(1_000);
+  }
+  samples.push(await rssKb(child.pid!));
+  const pausedLines = lines - readingLines;
+  child.stdout!.resume();
+  await sleep(2_000);
+  const resumedLines = lines - readingLines - pausedLines;
+  child.kill('SIGINT');
+  await new Promise((resolve) => child.once('close', resolve));
+  const mb = (kb: number): string => `${fmt(kb / 1024, 1)} MB`;
+  console.log(
+    `  RSS while paused: first ${mb(samples[0]!)}, max ${mb(Math.max(...samples))}, ` +
+      `last ${mb(samples.at(-1)!)} (${samples.length} samples)`,
+  );
+  console.log(
+    `  lines read: ${fmt(readingLines)} in the first 3 s; ${fmt(pausedLines)} during the ` +
+      `pause (what the pipe buffer held); ${fmt(resumedLines)} in 2 s after resuming`,
+  );
+}
+
+await main();
