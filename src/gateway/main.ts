@@ -44,6 +44,7 @@ Options:
                            dev: also serve files matching GLOB as target NAME
                            (repeatable)
       --log-level LEVEL    debug, info, warn or error (default info)
+  -V, --version            print the version
   -h, --help               print this help
 
 Examples:
@@ -66,6 +67,7 @@ interface Flags {
   targetFiles: string[];
   logLevel?: string;
   help: boolean;
+  version: boolean;
 }
 
 function parseFlags(argv: string[]): Flags {
@@ -83,6 +85,7 @@ function parseFlags(argv: string[]): Flags {
       'target-file': { type: 'string', multiple: true, default: [] },
       'log-level': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
+      version: { type: 'boolean', short: 'V', default: false },
     },
   });
   const flags: Flags = {
@@ -90,6 +93,7 @@ function parseFlags(argv: string[]): Flags {
     dev: values.dev,
     targetFiles: values['target-file'],
     help: values.help,
+    version: values.version,
   };
   if (values.config !== undefined) flags.config = values.config;
   if (values.listen !== undefined) flags.listen = values.listen;
@@ -112,6 +116,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (flags.help) {
     process.stdout.write(HELP);
+    return EXIT_OK;
+  }
+  if (flags.version) {
+    process.stdout.write(`logproxy-gateway ${await packageVersion()}\n`);
     return EXIT_OK;
   }
 
@@ -143,8 +151,15 @@ export async function main(argv: string[]): Promise<number> {
   return run(config, notes, flags);
 }
 
+/** The version in package.json (bin/ runs dist/src/gateway/main.js, three levels below). */
+async function packageVersion(): Promise<string> {
+  const { readFile } = await import('node:fs/promises');
+  const file = new URL('../../../package.json', import.meta.url);
+  return (JSON.parse(await readFile(file, 'utf8')) as { version: string }).version;
+}
+
 function validateFlags(flags: Flags): void {
-  if (flags.help) return;
+  if (flags.help || flags.version) return;
   if (Boolean(flags.config) === flags.dev) {
     throw new UsageError('pass either --config FILE or --dev');
   }
