@@ -659,6 +659,73 @@ describe('WebSocket upgrades through the gateway', () => {
   });
 });
 
+describe('gateway with an external OIDC issuer (YAML config)', () => {
+  it('accepts JWT access tokens of auth.issuer, and opaque ones through introspection', async (t) => {
+    const { startDevIdp } = await import('../helpers/dev-idp.js');
+    const { deviceLogin, discover } = await import('../helpers/device-token.js');
+    const { parseConfig } = await import('../../src/gateway/config.js');
+    const { createGateway } = await import('../../src/gateway/server.js');
+    const { createLogger } = await import('../../src/gateway/logger.js');
+    const { mkdtemp, rm } = await import('node:fs/promises');
+    const { tmpdir } = await import('node:os');
+    const dir = await mkdtemp(path.join(tmpdir(), 'lp-external-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const gatewayClient = { clientId: 'logproxy-gateway', clientSecret: 'gateway-secret-1234' };
+    const jwtIdp = await startDevIdp();
+    t.after(() => jwtIdp.close());
+    const opaqueIdp = await startDevIdp({
+      accessTokenFormat: 'opaque',
+      introspectionClients: [gatewayClient],
+    });
+    t.after(() => opaqueIdp.close());
+    const introspectionUrl = (await discover(opaqueIdp.issuer)).introspection_endpoint!;
+
+    const start = async (issuer: string, extraAuth: string, name: string) => {
+      const yaml = `listen: 127.0.0.1:0
+auth:
+  issuer: ${issuer}
+  audience: ${jwtIdp.audience}
+${extraAuth}audit: { file: ./${name}.jsonl }
+targets:
+  demo: { source: { type: demo }, allow: [alice] }
+`;
+      const { config } = parseConfig(yaml, { fileLabel: 'g.yaml', baseDir: dir });
+      const gw = await createGateway(config, { logger: createLogger('silent') });
+      t.after(() => gw.close());
+      return gw;
+    };
+    const withJwt = await start(jwtIdp.issuer, '', 'jwt');
+    assert.equal(withJwt.issuer, jwtIdp.issuer);
+    const d = await call<DiscoveryDocument>(`${withJwt.url}/.well-known/logproxy`);
+    assert.equal(d.body.issuer, jwtIdp.issuer);
+    assert.equal(d.body.dev, false);
+    const jwt = (await deviceLogin(jwtIdp.issuer, jwtIdp.clientId)).accessToken;
+    assert.equal((await call(`${withJwt.url}/v1/targets`, { token: jwt })).status, 200);
+
+    const introspection =
+      `  introspection:\n    url: ${introspectionUrl}\n` +
+      `    client_id: ${gatewayClient.clientId}\n` +
+      `    client_secret: ${gatewayClient.clientSecret}\n`;
+    const withOpaque = await start(opaqueIdp.issuer, introspection, 'opaque');
+    const opaque = (await deviceLogin(opaqueIdp.issuer, opaqueIdp.clientId)).accessToken;
+    assert.equal(opaque.split('.').length, 1, 'an opaque token');
+    const s = await call<SessionState>(`${withOpaque.url}/v1/sessions`, {
+      method: 'POST',
+      token: opaque,
+      json: { target: 'demo' },
+    });
+    assert.equal(s.status, 201);
+    assert.equal(s.body.subject, 'alice');
+    const refused = await call(`${withOpaque.url}/v1/targets`, { token: 'no-such-token-12345' });
+    assertProblem(refused, 401, ProblemTypes.invalidToken);
+    const audit = await readAudit(path.join(dir, 'opaque.jsonl'));
+    assert.deepEqual(
+      audit.map((l) => `${l.event} ${l.reason ?? ''}`),
+      ['session.created ', 'token.rejected inactive'],
+    );
+  });
+});
+
 describe('gateway behind a public URL', () => {
   it('publishes public_url and verifies tokens without reaching it', async (t) => {
     const gw = await startGateway({ publicUrl: 'https://logs.unreachable.test' });
