@@ -32,8 +32,9 @@ export interface QueryError {
 export const MAX_LIMIT = 10_000_000;
 /** Longest `grep` pattern accepted. */
 export const MAX_GREP_LENGTH = 1000;
-/** Output is written in pieces of about this many characters. */
+/** Output is written in pieces of about this many characters (bytes for raw batches). */
 const FLUSH_CHARS = 128 * 1024;
+const OUT_BUFFER_BYTES = 256 * 1024;
 /** Reading logs is real use of the session, but the idle clock needs no more than this. */
 const ACTIVITY_EVERY_MS = 1000;
 
@@ -138,6 +139,17 @@ export function parseLogQuery(query: URLSearchParams, nowMs: number): LogQuery |
 
 // eslint-disable-next-line no-control-regex -- control characters are exactly what JSON escapes
 const NEEDS_ESCAPE = /["\\\u0000-\u001f]/;
+/**
+ * Whether buf[start, end) is printable ASCII without `"` or `\\`: such a line is valid in a
+ * JSON string as it is. Anything else (escapes, multi-byte or invalid UTF-8) goes the slow way.
+ */
+function isPlainAscii(buf: Buffer, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = buf[i]!;
+    if (c < 32 || c > 126 || c === 34 || c === 92) return false;
+  }
+  return true;
+}
 
 /** A JSON string literal; the common case (nothing to escape) is one concatenation. */
 export function jsonString(s: string): string {
@@ -185,6 +197,8 @@ export interface StreamOptions {
 /** Serialises records and writes them with backpressure. */
 class NdjsonWriter {
   private out = '';
+  private bout = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
+  private blen = 0;
   private lastActivityMs: number;
   /** When something last went out: grep can hide data for longer than the keepalive period. */
   lastWriteMs: number;
@@ -202,6 +216,7 @@ class NdjsonWriter {
    * got to when it stopped early because the client left or the session ended, else null.
    */
   async writeBatch(batch: LineBatch): Promise<string | null> {
+    if (batch.raw) return this.writeRaw(batch, batch.raw);
     const { grep, signal } = this.options;
     const head = `{"ts":`;
     const sourcePart = `,"source":${jsonString(batch.source)},"line":`;
@@ -224,6 +239,77 @@ class NdjsonWriter {
     return null;
   }
 
+  /**
+   * The fast path for lines read from files: plain ASCII lines are copied byte for byte
+   * between a precomputed head and cursor prefix; only lines with something to escape,
+   * non-ASCII text or a JSON object are turned into strings.
+   */
+  private async writeRaw(batch: LineBatch, raw: NonNullable<LineBatch['raw']>) {
+    const { grep, signal } = this.options;
+    const { buf, starts, ends } = raw;
+    const { positions } = batch;
+    const head = Buffer.from(
+      `{"ts":"${batch.ts}","source":${jsonString(batch.source)},"line":`,
+      'utf8',
+    );
+    const mid = Buffer.from(`,"cursor":"${batch.cursorPrefix}`, 'utf8');
+    for (let i = 0; i < starts.length; i++) {
+      const start = starts[i]!;
+      const end = ends[i]!;
+      const plain = isPlainAscii(buf, start, end);
+      const isJson = buf[start] === 123; /* { */
+      let text: string | undefined;
+      if (grep) {
+        text = buf.toString('utf8', start, end);
+        if (!grep.test(text)) continue;
+      }
+      if (!plain || isJson) text ??= buf.toString('utf8', start, end);
+      const quoted = plain ? undefined : jsonString(text!);
+      const extra = isJson ? jsonParts(text!) : '';
+      const lineBytes = quoted === undefined ? end - start + 2 : Buffer.byteLength(quoted);
+      const need = head.length + mid.length + lineBytes + Buffer.byteLength(extra) + 24;
+      this.reserve(need);
+
+      const out = this.bout;
+      let o = this.blen;
+      o += head.copy(out, o);
+      if (quoted === undefined) {
+        out[o++] = 34;
+        o += buf.copy(out, o, start, end);
+        out[o++] = 34;
+      } else o += out.write(quoted, o, 'utf8');
+      o += mid.copy(out, o);
+      o += out.write(String(positions[i]), o, 'latin1');
+      out[o++] = 34;
+      if (extra) o += out.write(extra, o, 'utf8');
+      out[o++] = 125;
+      out[o++] = 10;
+      this.blen = o;
+
+      if (this.blen >= OUT_BUFFER_BYTES - 4096) {
+        await this.flush();
+        if (signal.aborted) return batch.cursorPrefix + String(positions[i]);
+      }
+    }
+    await this.flush();
+    return null;
+  }
+
+  /** Makes room for `bytes` more in the output buffer, flushing what is there if needed. */
+  private reserve(bytes: number): void {
+    if (this.blen + bytes <= this.bout.length) return;
+    if (this.blen > 0) this.pushBuffer();
+    if (bytes > this.bout.length) this.bout = Buffer.allocUnsafe(bytes);
+  }
+
+  /** Hands the filled part of the output buffer to the response (without waiting). */
+  private pushBuffer(): boolean {
+    const chunk = this.bout.subarray(0, this.blen);
+    this.bout = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
+    this.blen = 0;
+    return this.res.write(chunk);
+  }
+
   async writeNotice(notice: LogNotice): Promise<void> {
     this.out += JSON.stringify(notice) + '\n';
     await this.flush();
@@ -231,13 +317,17 @@ class NdjsonWriter {
 
   /** Writes what is buffered; waits while the client is not reading. */
   async flush(): Promise<void> {
-    if (this.out === '') return;
-    const chunk = this.out;
-    this.out = '';
+    if (this.out === '' && this.blen === 0) return;
     this.noteActivity();
     this.lastWriteMs = this.options.clock.now();
-    if (this.res.write(chunk)) return;
-    await this.drained();
+    let ok = true;
+    if (this.blen > 0) ok = this.pushBuffer();
+    if (this.out !== '') {
+      const chunk = this.out;
+      this.out = '';
+      ok = this.res.write(chunk) && ok;
+    }
+    if (!ok) await this.drained();
   }
 
   private drained(): Promise<void> {

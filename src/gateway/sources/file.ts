@@ -417,7 +417,7 @@ class FileReader implements LogReader {
 
       const batch = this.cutLines(t, buf, carryLen + bytesRead);
       if (t.fpLen === 0 && t.offset > 0) Object.assign(t, await fingerprintFile(t.fh));
-      if (batch.lines.length > 0) {
+      if (batch.positions.length > 0) {
         batch.cursorPrefix = this.prefixFor(t);
         return batch;
       }
@@ -427,29 +427,36 @@ class FileReader implements LogReader {
   /** Cuts buf[0, total) (which starts at t.offset) into lines; keeps the rest as carry. */
   private cutLines(t: Tracked, buf: Buffer, total: number): LineBatch {
     const base = t.offset;
-    const lines: string[] = [];
+    const starts: number[] = [];
+    const ends: number[] = [];
     const positions: number[] = [];
     let start = 0;
     for (let nl = buf.indexOf(10, 0); nl >= 0 && nl < total; nl = buf.indexOf(10, start)) {
       const end = nl > start && buf[nl - 1] === 13 ? nl - 1 : nl;
-      const line = buf.toString('utf8', start, end);
+      const lineStart = start;
       start = nl + 1;
-      if (t.beforeSince && this.isBeforeSince(t, line)) continue;
-      lines.push(line);
+      if (t.beforeSince && this.isBeforeSince(t, buf.toString('utf8', lineStart, end))) continue;
+      starts.push(lineStart);
+      ends.push(end);
       positions.push(base + start);
     }
     if (start === 0 && total >= MAX_LINE_BYTES) {
       // One enormous line: serve this much of it rather than hold it all.
-      lines.push(buf.toString('utf8', 0, total));
+      starts.push(0);
+      ends.push(total);
       start = total;
       positions.push(base + start);
     }
     t.offset = base + start;
+    // The lines keep this buffer; the next read gets a fresh one (cheaper than copying).
+    const raw = { buf, starts, ends };
     t.carry = start < total ? Buffer.from(buf.subarray(start, total)) : null;
+    this.buf = Buffer.allocUnsafe(buf.length);
     return {
       kind: 'lines',
       source: t.path,
-      lines,
+      lines: [],
+      raw,
       positions,
       cursorPrefix: '',
       ts: new Date(this.sourceOptions.clock.now()).toISOString(),

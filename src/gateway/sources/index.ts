@@ -14,8 +14,14 @@ export interface LineBatch {
   kind: 'lines';
   /** The file's path or the stream's name. */
   source: string;
+  /** The lines as text; empty when `raw` carries them. */
   lines: string[];
-  /** positions[i] is the position just after lines[i]. */
+  /**
+   * The lines as bytes (file sources): line i is buf[starts[i], ends[i]), without its
+   * newline. The stream copies them straight into its output when they need no escaping.
+   */
+  raw?: { buf: Buffer; starts: number[]; ends: number[] };
+  /** positions[i] is the position just after line i. */
   positions: number[];
   cursorPrefix: string;
   /** RFC 3339 time shared by the whole batch (when the gateway read it). */
