@@ -362,13 +362,12 @@ async function signInInline(
 
 /** Builds the real auth services for the resolved gateway and profile. */
 async function loadServices(options: ConnectOptions, io: IO): Promise<ConnectServices> {
-  const [config, http, store, refresh, gatewayApi, signInModule] = await Promise.all([
+  const [config, http, store, refresh, gatewayApi] = await Promise.all([
     import('./config.js'),
     import('../auth/http.js'),
     import('../auth/token-store.js'),
     import('../auth/refresh.js'),
     import('../auth/gateway-api.js'),
-    import('../auth/sign-in.js'),
   ]);
   const settings = await config.resolveClientSettings(
     {
@@ -403,8 +402,10 @@ async function loadServices(options: ConnectOptions, io: IO): Promise<ConnectSer
     api,
     tokens,
     async signIn(callbacks, signal) {
-      // Re-authentication writes to the store this tunnel already reads from.
-      await signInModule.signIn({
+      // Loaded on first use: openid-client is memory a tunnel that never re-authenticates
+      // does not need. Re-authentication writes to the store this tunnel already reads.
+      const { signIn } = await import('../auth/sign-in.js');
+      await signIn({
         gateway,
         profile: settings.profile,
         paths: settings.paths,
