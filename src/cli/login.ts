@@ -195,7 +195,10 @@ class CodePresenter {
 
     await this.openBrowser(prompt.verificationUriComplete ?? prompt.verificationUri);
     if (this.stopped) return;
-    if (this.io.stderrIsTTY) await this.startSpinner(prompt.expiresAt);
+    // A terminal that reports no width (some pseudo-terminals, `script`) makes a redrawn
+    // spinner erase line after line: plain lines there.
+    const columns = (this.io.stderr as { columns?: number }).columns ?? 0;
+    if (this.io.stderrIsTTY && columns > 0) await this.startSpinner(prompt.expiresAt);
     else {
       this.line(
         `Waiting for approval (the code expires in ${formatDuration(prompt.expiresAt - this.clock.now())})...`,
