@@ -180,6 +180,8 @@ export function describeExit(info: ExitInfo): string {
 /** Starts and tracks every child of the demo; `stopAll` leaves none behind. */
 export class ChildRegistry {
   readonly children: DemoChild[] = [];
+  /** Set by stopAll: a stage still running after Ctrl-C must not start anything new. */
+  private closing = false;
 
   constructor(
     private readonly cwd: string,
@@ -189,6 +191,7 @@ export class ChildRegistry {
 
   /** Runs `node <script> <args>` in its own process group, stdin closed, output piped. */
   start(name: string, script: string, args: string[], env: NodeJS.ProcessEnv = {}): DemoChild {
+    if (this.closing) throw new DemoFailure(`not starting ${name}: the demo is stopping`);
     const proc = spawn(process.execPath, [script, ...args], {
       cwd: this.cwd,
       env: { ...this.env, ...env },
@@ -207,6 +210,7 @@ export class ChildRegistry {
    * all have exited.
    */
   async stopAll(signal: NodeJS.Signals = 'SIGTERM', graceMs = 3000): Promise<void> {
+    this.closing = true;
     const running = this.children.filter((c) => c.running);
     for (const c of running) c.signal(signal);
     await Promise.all(

@@ -29,6 +29,7 @@ function runDemo(
   home: string,
   t: { after(fn: () => void): void },
   onOutput: (text: string) => void = () => {},
+  onStart: (pid: number) => void = () => {},
 ): Promise<Run> {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
@@ -40,6 +41,7 @@ function runDemo(
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
+  onStart(child.pid!);
   t.after(() => {
     try {
       process.kill(-child.pid!, 'SIGKILL');
@@ -195,6 +197,40 @@ test(
     assert.deepEqual(readdirSync(home), []);
   },
 );
+
+test('Ctrl-C stops the demo at once and leaves no process and no temp dir', async (t) => {
+  const home = mkdtempSync(path.join(os.tmpdir(), 'logproxy-demo-home-'));
+  t.after(() => rmSync(home, { recursive: true, force: true }));
+
+  let interrupted = false;
+  let demoPid = 0;
+  const run = await runDemo(
+    [],
+    home,
+    t,
+    (output) => {
+      // Interrupt while the tunnel is open and logs flow: the most processes are running.
+      if (!interrupted && /\[4\/9\] Follow the logs/.test(output)) {
+        interrupted = true;
+        process.kill(demoPid, 'SIGINT');
+      }
+    },
+    (pid) => (demoPid = pid),
+  );
+
+  assert.ok(interrupted, `the demo never reached stage 4:\n${run.output}`);
+  assert.equal(run.code, 130, run.output);
+  assert.match(run.output, /interrupted: stopping every process the demo started/);
+  const tempDir = /temporary directory: (\S+)/.exec(run.output)![1]!;
+  const checked = /no process left behind \(checked pids: ([^)]*)\)/.exec(run.output);
+  assert.ok(checked, `the demo did not check its children:\n${run.output}`);
+  const pids = [...checked[1]!.matchAll(/=(\d+)/g)].map((m) => Number(m[1]));
+  assert.ok(pids.length >= 4, `expected gateway, login, connect and tail pids: ${pids}`);
+  for (const pid of pids) assert.equal(isAlive(pid), false, `pid ${pid} is still running`);
+  assert.deepEqual(processesMentioning(tempDir), []);
+  assert.equal(existsSync(tempDir), false, 'the temporary directory is removed');
+  assert.deepEqual(readdirSync(home), []);
+});
 
 test('npm run demo -- --help explains the options and runs nothing', async (t) => {
   const home = mkdtempSync(path.join(os.tmpdir(), 'logproxy-demo-home-'));
