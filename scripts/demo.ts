@@ -529,6 +529,12 @@ class Demo {
     if (created < 2) {
       throw new DemoFailure(`the audit shows ${created} sessions created; expected 2 or more`);
     }
+    if (events.includes('session.refused')) {
+      this.out.say(
+        'session.refused (reauth_required): the old sign-in could not open a new session ' +
+          'after the expiry; the fresh sign-in did',
+      );
+    }
     this.out.ok(`${lines.length} audit events, ${created} sessions`);
   }
 
