@@ -12,7 +12,15 @@ import { spawn } from 'node:child_process';
 import { appendFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startGateway, type StartGatewayOptions, type TestGateway } from '../helpers/gateway.js';
+import {
+  TEST_GATEWAY_AUDIENCE,
+  TEST_GATEWAY_CLIENT_ID,
+  spawnGateway,
+  startGateway,
+  type SpawnedGateway,
+  type StartGatewayOptions,
+  type TestGateway,
+} from '../helpers/gateway.js';
 import { createDataPlane } from '../../src/gateway/data-plane.js';
 import type { GatewayConfig } from '../../src/gateway/types.js';
 import { systemClock } from '../../src/util/clock.js';
@@ -29,6 +37,8 @@ async function waitFor(what: string, check: () => boolean, timeoutMs = 30_000): 
 }
 
 interface Scenario {
+  /** Run the gateway as a child process (else in this process). */
+  processes: boolean;
   restarts: number;
   /** Sessions end after this long; the next one needs a new sign-in unless silentResume. */
   maxLifetimeMs: number;
@@ -36,11 +46,57 @@ interface Scenario {
   expectReauth: boolean;
 }
 
-async function followThrough(t: TestContext, scenario: Scenario): Promise<void> {
-  const dir = await mkdtemp(path.join(tmpdir(), 'lp-tail-resume-'));
-  const file = path.join(dir, 'app.log');
-  const dataDir = path.join(dir, 'gateway');
-  await writeFile(file, '');
+interface Restartable {
+  url: string;
+  issuer: string;
+  /** Stops the gateway (the way `signal` would), waits a moment, starts it again. */
+  restart(signal: 'SIGTERM' | 'SIGKILL'): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Down long enough for tail to meet refused connections and back off. */
+const DOWN_MS = 700;
+const pause = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** `logproxy-gateway` as a child process, restarted on the same port and data dir. */
+async function childGateway(dir: string, file: string, scenario: Scenario): Promise<Restartable> {
+  const yaml = (port: number): string => `listen: 127.0.0.1:${port}
+auth:
+  audience: ${TEST_GATEWAY_AUDIENCE}
+  client_id: ${TEST_GATEWAY_CLIENT_ID}
+  dev:
+    users: [alice]
+    auto_approve: alice
+    poll_interval: 1s
+    access_token_ttl: 6s
+    data_dir: ./idp-data
+audit: { file: ./audit.jsonl }
+targets:
+  app:
+    source: { type: file, paths: [${JSON.stringify(file)}] }
+    allow: ['*']
+    session: { max_lifetime: ${scenario.maxLifetimeMs}ms, silent_resume: ${scenario.silentResume} }
+`;
+  let child: SpawnedGateway = await spawnGateway(yaml(0), { dir });
+  const port = Number(new URL(child.url).port);
+  return {
+    url: child.url,
+    issuer: child.issuer,
+    async restart(signal) {
+      await child.stop(signal, { keepDir: true });
+      await pause(DOWN_MS);
+      child = await spawnGateway(yaml(port), { dir });
+    },
+    close: () => child.stop('SIGTERM', { keepDir: true }).then(() => undefined),
+  };
+}
+
+/** The gateway in this process (a restart is a clean close), with a fast keepalive. */
+async function inProcessGateway(
+  dataDir: string,
+  file: string,
+  scenario: Scenario,
+): Promise<Restartable> {
   await mkdir(dataDir);
   const options = (port?: number): StartGatewayOptions => ({
     dataDir,
@@ -48,8 +104,6 @@ async function followThrough(t: TestContext, scenario: Scenario): Promise<void> 
     accessTokenTtlMs: 6_000,
     dataPlane: createDataPlane({} as GatewayConfig, { clock: systemClock, keepaliveMs: 300 }),
     targets: {
-      // A lifetime this short forces a new session (and, without silent resume, a new
-      // sign-in) during the test.
       app: {
         source: { type: 'file', paths: [file] },
         session: { maxLifetimeMs: scenario.maxLifetimeMs, silentResume: scenario.silentResume },
@@ -58,6 +112,26 @@ async function followThrough(t: TestContext, scenario: Scenario): Promise<void> 
   });
   let gw: TestGateway = await startGateway(options());
   const port = gw.port;
+  return {
+    url: gw.url,
+    issuer: gw.issuer,
+    async restart() {
+      await gw.close();
+      await pause(DOWN_MS);
+      gw = await startGateway(options(port));
+    },
+    close: () => gw.close(),
+  };
+}
+
+async function followThrough(t: TestContext, scenario: Scenario): Promise<void> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'lp-tail-resume-'));
+  const file = path.join(dir, 'app.log');
+  const dataDir = path.join(dir, 'gateway');
+  await writeFile(file, '');
+  const gw = scenario.processes
+    ? await childGateway(dir, file, scenario)
+    : await inProcessGateway(dataDir, file, scenario);
   const user = await signIn(gw.url, gw.issuer);
 
   let written = 0;
@@ -92,10 +166,8 @@ async function followThrough(t: TestContext, scenario: Scenario): Promise<void> 
   await waitFor('first lines', () => printed() >= 20);
 
   for (let restart = 1; restart <= scenario.restarts; restart++) {
-    await gw.close();
-    // Down long enough for tail to see refused connections and back off.
-    await new Promise((resolve) => setTimeout(resolve, 700));
-    gw = await startGateway(options(port));
+    // SIGTERM ends sessions cleanly (gateway_shutdown); SIGKILL drops them without a word.
+    await gw.restart(restart % 2 === 0 ? 'SIGKILL' : 'SIGTERM');
     const seen = printed();
     await waitFor(`lines after restart ${restart}`, () => printed() >= seen + 30);
   }
@@ -128,8 +200,9 @@ async function followThrough(t: TestContext, scenario: Scenario): Promise<void> 
   assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
 }
 
-test('tail -f survives three gateway restarts, token refreshes and session ends', async (t) => {
+test('tail -f survives three gateway restarts (SIGTERM, SIGKILL), token refreshes and session ends', async (t) => {
   await followThrough(t, {
+    processes: true,
     restarts: 3,
     maxLifetimeMs: 7_000,
     silentResume: true,
@@ -139,6 +212,7 @@ test('tail -f survives three gateway restarts, token refreshes and session ends'
 
 test('tail -f goes on through a forced re-authentication (auto-approved sign-in)', async (t) => {
   await followThrough(t, {
+    processes: false,
     restarts: 1,
     maxLifetimeMs: 5_000,
     silentResume: false,

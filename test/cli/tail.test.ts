@@ -12,7 +12,8 @@ import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { createDataPlane } from '../../src/gateway/data-plane.js';
 import type { GatewayConfig } from '../../src/gateway/types.js';
 import { systemClock } from '../../src/util/clock.js';
-import { runCli, runShell, signIn, type SignedIn } from '../tail/cli-env.js';
+import { spawn } from 'node:child_process';
+import { CLI_BIN, cliEnv, runCli, runShell, signIn, type SignedIn } from '../tail/cli-env.js';
 
 const LINES = 200;
 let dir: string;
@@ -196,4 +197,36 @@ test('an unknown target fails with the gateway reason, not a stack trace', async
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /no such target/);
   assert.doesNotMatch(r.stderr, /\n\s+at /);
+});
+
+test('with a `logproxy connect` running, tail reads its session and opens none', async (t) => {
+  const connect = spawn(process.execPath, [CLI_BIN, 'connect', 'app', '--json'], {
+    env: cliEnv(user.env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const closed = new Promise((resolve) => connect.once('close', resolve));
+  t.after(async () => {
+    connect.kill('SIGINT');
+    await closed;
+  });
+  let doc = '';
+  connect.stdout.setEncoding('utf8').on('data', (s: string) => (doc += s));
+  const deadline = Date.now() + 20_000;
+  while (!doc.includes('\n')) {
+    if (Date.now() > deadline) throw new Error('connect did not start');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const tunnelSession = (JSON.parse(doc) as { session_id: string }).session_id;
+  const before = gw.sessions.list('alice').length;
+
+  // No TARGET: exactly one tunnel runs, so that one.
+  const r = await runCli(['tail', '-n', '5', '-o', 'raw'], user.env);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(r.stdout.trimEnd().split('\n'), expected.slice(-5));
+  assert.equal(gw.sessions.list('alice').length, before, 'no second session');
+  assert.equal(gw.sessions.read(tunnelSession)?.state, 'active', "the tunnel's session lives on");
+
+  const named = await runCli(['tail', 'app', '-n', '1', '-o', 'raw'], user.env);
+  assert.equal(named.code, 0, named.stderr);
+  assert.equal(gw.sessions.list('alice').length, before);
 });
