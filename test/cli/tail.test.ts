@@ -230,3 +230,27 @@ test('with a `logproxy connect` running, tail reads its session and opens none',
   assert.equal(named.code, 0, named.stderr);
   assert.equal(gw.sessions.list('alice').length, before);
 });
+
+test('tail -f ends with exit 12 and says why when an administrator revokes the session', async () => {
+  const before = new Set(gw.sessions.list('alice').map((s) => s.id));
+  const child = spawn(process.execPath, [CLI_BIN, 'tail', 'demo', '-f', '-o', 'raw'], {
+    env: cliEnv(user.env),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+  const code = new Promise<number | null>((resolve) => child.once('close', resolve));
+  const deadline = Date.now() + 20_000;
+  while (!stdout.includes('\n')) {
+    if (Date.now() > deadline) throw new Error(`no output; stderr: ${stderr}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const mine = gw.sessions.list('alice').find((s) => !before.has(s.id) && s.state === 'active');
+  assert.ok(mine, 'tail opened a session');
+  gw.sessions.revoke(mine.id, 'alice');
+  assert.equal(await code, 12, stderr);
+  assert.match(stderr, /revoked by an administrator/);
+  assert.doesNotMatch(stderr, /\n\s+at /);
+});
