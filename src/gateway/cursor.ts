@@ -5,11 +5,12 @@
  * exactly the next record, whether the client reconnects, the gateway restarted or a new
  * session reads the same target.
  *
- * - File sources: `f1.<base64url JSON>.<k>.<offset>`. The JSON is the list of every file the
- *   stream tracks, each `[path, dev, ino, fpLen, fpHash, offset]`; entry `k` is the file the
- *   record came from and `<offset>` (the byte after its newline) overrides that entry's
- *   offset. Splitting it this way lets the stream build a record's cursor with one string
- *   concatenation: the JSON part changes only when the stream moves to another file.
+ * - File sources: `f2.<entries>.<k>.<offset>`. The entries (joined by `;`) are every file the
+ *   stream tracks, each `dev,ino,fpLen,fpHash,offset,path` (numbers in base 36, the path in
+ *   base64url); entry `k` is the file the record came from and `<offset>` (decimal: the
+ *   byte after its newline) overrides that entry's offset. Splitting it this way lets the
+ *   stream build a record's cursor with one string concatenation: the entries change only
+ *   when the stream moves to another file. Compact, because every record carries one.
  *   `fpLen`/`fpHash` fingerprint the file's first line, so a reused inode or a file that was
  *   truncated and rewritten is not mistaken for the file the cursor was made in.
  * - Demo sources: `d1.<seed>.<n>`, where n is the sequence number of the next line.
@@ -40,20 +41,22 @@ export class CursorSyntaxError extends Error {
 /** Longest cursor accepted; a stream tracking thousands of files is not what this is for. */
 export const MAX_CURSOR_LENGTH = 64 * 1024;
 
-type Entry = [string, number, number, number, string, number];
+function encodeEntry(f: FilePosition): string {
+  const path = Buffer.from(f.path, 'utf8').toString('base64url');
+  const n = (v: number): string => v.toString(36);
+  return `${n(f.dev)},${n(f.ino)},${n(f.fpLen)},${f.fpHash},${n(f.offset)},${path}`;
+}
 
 /**
  * The cursor of a record from `files[current]`, minus its offset: append the offset (as a
  * decimal string) to get the full cursor.
  */
 export function fileCursorPrefix(files: readonly FilePosition[], current: number): string {
-  const entries: Entry[] = files.map((f) => [f.path, f.dev, f.ino, f.fpLen, f.fpHash, f.offset]);
-  const json = Buffer.from(JSON.stringify(entries), 'utf8').toString('base64url');
-  return `f1.${json}.${current}.`;
+  return `f2.${files.map(encodeEntry).join(';')}.${current}.`;
 }
 
 export function encodeFileCursor(files: readonly FilePosition[]): string {
-  if (files.length === 0) return `f1.${Buffer.from('[]').toString('base64url')}.0.0`;
+  if (files.length === 0) return 'f2..0.0';
   return fileCursorPrefix(files, 0) + String(files[0]!.offset);
 }
 
@@ -63,28 +66,36 @@ export function demoCursorPrefix(seed: number): string {
 
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
-function decodeFileEntries(b64: string): FilePosition[] {
-  let entries: unknown;
-  try {
-    entries = JSON.parse(Buffer.from(b64, 'base64url').toString('utf8'));
-  } catch {
-    throw new CursorSyntaxError('the cursor is damaged');
-  }
-  if (!Array.isArray(entries)) throw new CursorSyntaxError('the cursor is damaged');
-  return entries.map((e: unknown) => {
+const BASE36 = /^[0-9a-z]{1,11}$/;
+const B64URL = /^[A-Za-z0-9_-]*$/;
+
+function decodeFileEntries(text: string): FilePosition[] {
+  if (text === '') return [];
+  return text.split(';').map((entry) => {
+    const f = entry.split(',');
     if (
-      !Array.isArray(e) ||
-      e.length !== 6 ||
-      typeof e[0] !== 'string' ||
-      !isCount(e[1]) ||
-      !isCount(e[2]) ||
-      !isCount(e[3]) ||
-      typeof e[4] !== 'string' ||
-      !isCount(e[5])
+      f.length !== 6 ||
+      !BASE36.test(f[0]!) ||
+      !BASE36.test(f[1]!) ||
+      !BASE36.test(f[2]!) ||
+      !B64URL.test(f[3]!) ||
+      !BASE36.test(f[4]!) ||
+      !B64URL.test(f[5]!)
     ) {
       throw new CursorSyntaxError('the cursor is damaged');
     }
-    return { path: e[0], dev: e[1], ino: e[2], fpLen: e[3], fpHash: e[4], offset: e[5] };
+    const [dev, ino, fpLen, offset] = [f[0], f[1], f[2], f[4]].map((v) => parseInt(v!, 36));
+    if (![dev, ino, fpLen, offset].every(isCount)) {
+      throw new CursorSyntaxError('the cursor is damaged');
+    }
+    return {
+      path: Buffer.from(f[5]!, 'base64url').toString('utf8'),
+      dev: dev!,
+      ino: ino!,
+      fpLen: fpLen!,
+      fpHash: f[3]!,
+      offset: offset!,
+    };
   });
 }
 
@@ -103,7 +114,7 @@ export function decodeCursor(text: string): Cursor {
     return { kind: 'demo', seed, next };
   }
 
-  if (parts[0] === 'f1' && parts.length === 4) {
+  if (parts[0] === 'f2' && parts.length === 4) {
     const files = decodeFileEntries(parts[1]!);
     if (!/^\d+$/.test(parts[2]!) || !/^\d+$/.test(parts[3]!)) {
       throw new CursorSyntaxError('the cursor is damaged');

@@ -59,7 +59,7 @@ interface Tracked extends FilePosition {
 }
 
 function hashBytes(bytes: Buffer): string {
-  return createHash('sha256').update(bytes).digest('base64url').slice(0, 16);
+  return createHash('sha256').update(bytes).digest('base64url').slice(0, 11);
 }
 
 /** Fingerprint of a file's first line (or first FINGERPRINT_BYTES); fpLen 0 when too short. */
