@@ -84,7 +84,7 @@ function parseArgs(argv: string[]): DemoOptions | undefined {
   return options;
 }
 
-const USAGE = `Usage: npm run demo [-- --interactive] [-- --keep] [-- --no-color]
+const USAGE = `Usage: npm run demo [-- [--interactive] [--keep] [--no-color]]
 
 Shows logproxy's main job in about a minute with the real gateway and CLI:
 sign-in, tunnel, logs flowing, idle warnings, session end, inline re-authentication,
@@ -107,8 +107,7 @@ function parseEvent(text: string): ConnectEvent | undefined {
   if (!text.startsWith('{')) return undefined;
   try {
     const data = JSON.parse(text) as Record<string, unknown>;
-    const name = data.event ?? data.type;
-    return typeof name === 'string' ? { name, data } : undefined;
+    return typeof data.event === 'string' ? { name: data.event, data } : undefined;
   } catch {
     return undefined;
   }
