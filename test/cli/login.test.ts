@@ -56,9 +56,13 @@ describe('login, status, targets and logout against a real gateway', () => {
   });
 
   test('login shows the code on stderr and ends with "Logged in to ... as alice"', async () => {
-    const r = await cli.run(['login', '--gateway', gw.url, '--insecure-storage']);
+    const r = await cli.run(['--verbose', 'login', '--gateway', gw.url, '--insecure-storage']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, '', 'login prints nothing on stdout');
+    // --verbose traces the device flow with every secret redacted.
+    assert.match(r.stderr, /device_code=\[REDACTED\]&/);
+    assert.match(r.stderr, /"refresh_token":"\[REDACTED\]"/);
+    assert.doesNotMatch(r.stderr, /eyJ/, 'no JWT in the trace');
     assert.match(r.stderr, /First copy your one-time code: [A-Z]{4}-[A-Z]{4}/);
     assert.match(r.stderr, new RegExp(`open ${gw.issuer}/device in a browser`));
     assert.match(r.stderr, /tokens are stored unencrypted/);
