@@ -15,7 +15,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -107,7 +107,8 @@ async function main(): Promise<void> {
   const user = await signIn(gw.url, gw.issuer);
   const env = cliEnv(user.env);
   try {
-    await throughput({ file, total, runs, env });
+    const gatewayStream = await gatewayCurl(gw.url, dir);
+    await throughput({ file, total, runs, env, gatewayStream });
     await clientPath({ dir, file, total, runs, env });
     await memory({ env, pauseS });
   } finally {
@@ -117,15 +118,43 @@ async function main(): Promise<void> {
   }
 }
 
+/**
+ * The gateway's own stream for the same file, read by curl (no tail in between): what tail
+ * can reach at best end to end. The token goes to curl in a 0600 header file, never argv.
+ */
+async function gatewayCurl(gatewayUrl: string, dir: string): Promise<[string, string[]]> {
+  const { deviceLogin } = await import('../test/helpers/device-token.js');
+  const { TEST_GATEWAY_AUDIENCE, TEST_GATEWAY_CLIENT_ID } =
+    await import('../test/helpers/gateway.js');
+  const discovery = (await (await fetch(`${gatewayUrl}/.well-known/logproxy`)).json()) as {
+    issuer: string;
+  };
+  const tokens = await deviceLogin(discovery.issuer, TEST_GATEWAY_CLIENT_ID, {
+    audience: TEST_GATEWAY_AUDIENCE,
+  });
+  const auth = `authorization: Bearer ${tokens.accessToken}`;
+  const created = await fetch(`${gatewayUrl}/v1/sessions`, {
+    method: 'POST',
+    headers: { authorization: auth.slice(15), 'content-type': 'application/json' },
+    body: JSON.stringify({ target: 'big' }),
+  });
+  const { id } = (await created.json()) as { id: string };
+  const headerFile = path.join(dir, 'curl-headers');
+  await writeFile(headerFile, `${auth}\n`, { mode: 0o600 });
+  return ['curl', ['-sfN', '-H', `@${headerFile}`, `${gatewayUrl}/v1/sessions/${id}/logs`]];
+}
+
 async function throughput(o: {
   file: string;
   total: number;
   runs: number;
   env: NodeJS.ProcessEnv;
+  gatewayStream: [string, string[]];
 }): Promise<void> {
   console.log(`\nthroughput (best of ${o.runs}; the whole CLI run, start-up and session included)`);
   const contestants: Array<[string, string, string[]]> = [
     ['cat', 'cat', [o.file]],
+    ['gateway NDJSON', ...o.gatewayStream],
     ['tail -o raw', process.execPath, [CLI_BIN, 'tail', 'big', '-o', 'raw']],
     ['tail -o json', process.execPath, [CLI_BIN, 'tail', 'big', '-o', 'json']],
     ['tail -o text', process.execPath, [CLI_BIN, 'tail', 'big', '-o', 'text']],
@@ -142,12 +171,16 @@ async function throughput(o: {
   for (const [name] of contestants) {
     const rate = o.total / best.get(name)!;
     console.log(
-      `  ${name.padEnd(13)} ${fmt(rate).padStart(12)} lines/s  ${fmt(best.get(name)!, 2)} s` +
+      `  ${name.padEnd(15)} ${fmt(rate).padStart(12)} lines/s  ${fmt(best.get(name)!, 2)} s` +
         (name === 'cat' ? '' : `  ratio to cat ${fmt(rate / catRate, 3)}`),
     );
   }
   const raw = o.total / best.get('tail -o raw')!;
-  console.log(`  aim >= 1,000,000 lines/s with -o raw: ${raw >= 1e6 ? 'met' : 'NOT met'}`);
+  const gateway = o.total / best.get('gateway NDJSON')!;
+  console.log(
+    `  aim >= 1,000,000 lines/s with -o raw: ${raw >= 1e6 ? 'met' : 'NOT met'}; ` +
+      `tail -o raw / gateway NDJSON read by curl: ${fmt(raw / gateway, 3)}`,
+  );
 }
 
 /**
@@ -224,7 +257,7 @@ async function clientPath(o: {
   for (const [name] of contestants) {
     const rate = o.total / best.get(name)!;
     console.log(
-      `  ${name.padEnd(13)} ${fmt(rate).padStart(12)} lines/s` +
+      `  ${name.padEnd(15)} ${fmt(rate).padStart(12)} lines/s` +
         (name === 'cat file' ? '' : `  ratio to cat ${fmt(rate / ref, 3)}`),
     );
   }

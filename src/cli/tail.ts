@@ -58,12 +58,12 @@ export function createTailCommand(ctx: CommandContext): Command {
   return new Command('tail')
     .description('print log lines of a target (stdout carries only log data)')
     .argument('[target]', 'target name; optional when exactly one `logproxy connect` runs')
-    .option('-f, --follow', 'keep printing new lines until interrupted', false)
+    .option('-f, --follow', 'keep printing new lines until interrupted')
     .option('--since <when>', 'start this far back (10m, 1h30m) or at an RFC 3339 time')
     .option('-n, --lines <n>', 'start with the last N lines')
     .option('--grep <regex>', 'only lines matching this JavaScript regular expression')
-    .option('-o, --output <format>', 'text (default), json (NDJSON for jq) or raw', 'text')
-    .option('--timestamps', 'text: full RFC 3339 times instead of local HH:MM:SS.mmm', false)
+    .option('-o, --output <format>', 'text, json (NDJSON for jq) or raw', 'text')
+    .option('--timestamps', 'text: full RFC 3339 times instead of local HH:MM:SS.mmm')
     .option('--no-reauth', 'end instead of signing in again when the session ends')
     .option('--profile <name>', 'profile to use (default: LOGPROXY_PROFILE or "default")')
     .option('--gateway <url>', 'gateway URL (default: LOGPROXY_GATEWAY or config)')
@@ -76,6 +76,7 @@ Examples:
   $ logproxy tail prod-logs -o json | jq -r 'select(.level == "error") | .line'
   $ logproxy tail prod-logs -f -o raw | grep -i panic
 
+Colour (text on a terminal only) is off with --no-color or NO_COLOR=1.
 Exit codes: 0 done, 2 usage, 3 sign in needed, 5 gateway unreachable, 10 idle timeout,
 11 maximum lifetime, 12 revoked, 130 interrupted (docs/tail.md).`,
     )
