@@ -303,13 +303,16 @@ function ttyRenderer(o: RendererOptions): Renderer {
   let status = '';
   let warning = '';
   let paused = false;
+  /** Nothing is drawn before the tunnel announced itself, nor after its end. */
+  let shown = false;
+  let over = false;
   let timer: ReturnType<Clock['setTimeout']> | undefined;
 
   const clear = (): void => {
     if (status) o.stream.write('\r\x1b[2K');
   };
   const draw = (): void => {
-    if (!last || paused) return;
+    if (!last || paused || !shown || over) return;
     const elapsedS = Math.floor((o.clock.now() - last.atMs) / 1000);
     const s = last.session;
     const end = formatDuration(Math.max(0, s.seconds_to_absolute_end - elapsedS) * 1000);
@@ -334,6 +337,7 @@ function ttyRenderer(o: RendererOptions): Renderer {
     render(event) {
       if (event.type === 'listening') {
         last = { session: event.info.session, atMs: o.clock.now() };
+        shown = true;
         print(describeEvent(event, o)!);
         tick();
         return;
@@ -345,6 +349,7 @@ function ttyRenderer(o: RendererOptions): Renderer {
       if (event.type === 'warning') warning = `${event.kind} warning`;
       if (event.type === 'reauthenticating' || event.type === 'device_code') paused = true;
       if (event.type === 'resumed') paused = false;
+      if (event.type === 'ended') over = true;
       const text = describeEvent(event, o);
       if (text !== undefined) print(text);
       else draw();

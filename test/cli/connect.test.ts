@@ -5,7 +5,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
@@ -18,6 +18,7 @@ import {
   signedIn,
   spawnConnect,
   startUpstream,
+  until,
   type SignedIn,
   type Upstream,
 } from './connect-helpers.js';
@@ -217,4 +218,29 @@ test('WebSocket upgrades pass through; a foreign Origin cannot open one', async 
   assert.equal(status, 403);
   tunnel.child.kill('SIGINT');
   assert.equal(await tunnel.exited, 130);
+});
+
+test('on a terminal: a live status line redrawn in place; Ctrl-C exits 130', async (t) => {
+  // `script` gives the CLI a real pseudo-terminal; \x03 typed into it is a real Ctrl-C.
+  const child = spawn(
+    'script',
+    ['-qefc', `${process.execPath} ${CLI_BIN} connect api`, '/dev/null'],
+    {
+      env: { PATH: process.env.PATH, TERM: 'xterm', ...user.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  await until(() => (out.match(/closes in/g) ?? []).length >= 2, 'the status line redrawn');
+  child.stdin!.write('\x03');
+  assert.equal(await exited, 130);
+
+  const listening = out.indexOf('tunnel to api listening on http://127.0.0.1:');
+  assert.ok(listening >= 0, out);
+  assert.ok(out.indexOf('api · ends in') > listening, 'status line only after the address');
+  assert.ok(out.includes('\r\x1b[2K'), 'redrawn in place');
+  assert.match(out, /interrupted; session for api ended\r\n$/, 'the end is the last thing');
 });
