@@ -262,7 +262,10 @@ async function tailWith(
       write,
       clock,
       signal: stop.signal,
-      onEvent: (event) => describeTailEvent(event, io, target, services.gateway),
+      onEvent: (event) => {
+        const text = describeTailEvent(event, target, services.gateway);
+        if (text !== undefined) io.stderr.write(`logproxy: ${text}\n`);
+      },
       ...reconnectFromEnv(io.env),
     });
     await write.flushed();
@@ -382,7 +385,12 @@ function levelStyler(chalk: import('chalk').ChalkInstance): (level: string) => P
 }
 
 /** Events of the stream in words, on stderr. */
-function describeTailEvent(event: TailEvent, io: IO, target: string, gateway: string): void {
+/** An event of the stream in words for stderr; undefined for events people need not see. */
+export function describeTailEvent(
+  event: TailEvent,
+  target: string,
+  gateway: string,
+): string | undefined {
   switch (event.type) {
     case 'data_lost': {
       const n = event.notice;
@@ -393,28 +401,21 @@ function describeTailEvent(event: TailEvent, io: IO, target: string, gateway: st
           : n.lost_lines !== undefined
             ? `${n.lost_lines} lines`
             : 'some data';
-      io.stderr.write(
-        `logproxy: gateway says ${amount}${what} were rotated away before they could be read` +
-          `${n.detail ? ` (${n.detail})` : ''}\n`,
+      return (
+        `gateway says ${amount}${what} were rotated away before they could be read` +
+        `${n.detail ? ` (${n.detail})` : ''}`
       );
-      return;
     }
-    case 'reconnecting':
-      if (event.attempt === 1) {
-        // undici's own words ("terminated", "fetch failed") mean nothing to people.
-        const why = isLogproxyError(event.error) ? event.error.message : 'the connection was cut';
-        io.stderr.write(`logproxy: lost the log stream of ${target} (${why}); reconnecting\n`);
-      }
-      return;
+    case 'reconnecting': {
+      if (event.attempt !== 1) return undefined;
+      // undici's own words ("terminated", "fetch failed") mean nothing to people.
+      const why = isLogproxyError(event.error) ? event.error.message : 'the connection was cut';
+      return `lost the log stream of ${target} (${why}); reconnecting`;
+    }
     case 'connected':
-      if (event.resumed) io.stderr.write(`logproxy: log stream of ${target} resumed\n`);
-      return;
+      return event.resumed ? `log stream of ${target} resumed` : undefined;
     case 'session_lost':
-      io.stderr.write(
-        `logproxy: the session at ${gateway} is gone (${event.error.message}); ` +
-          'continuing on a new one\n',
-      );
-      return;
+      return `the session at ${gateway} is gone (${event.error.message}); continuing on a new one`;
   }
 }
 

@@ -122,8 +122,9 @@ export async function tailLogs(options: TailOptions): Promise<TailResult> {
       if (action === 'session') {
         const error = err as LogproxyError;
         const lostId: string = sessionId as string;
-        options.onEvent?.({ type: 'session_lost', sessionId: lostId, error });
+        // Said only once a new session may follow: a final end speaks for itself.
         await session.lost(lostId, error, signal);
+        options.onEvent?.({ type: 'session_lost', sessionId: lostId, error });
         continue;
       }
 
