@@ -151,6 +151,18 @@ function isPlainAscii(buf: Buffer, start: number, end: number): boolean {
   return true;
 }
 
+/** Writes a non-negative integer's decimal digits at `o`; returns the offset after them. */
+function writeDecimal(out: Buffer, o: number, value: number): number {
+  let digits = 1;
+  for (let v = value; v >= 10; v = Math.floor(v / 10)) digits++;
+  let v = value;
+  for (let k = o + digits - 1; k >= o; k--) {
+    out[k] = 48 + (v % 10);
+    v = Math.floor(v / 10);
+  }
+  return o + digits;
+}
+
 /** A JSON string literal; the common case (nothing to escape) is one concatenation. */
 export function jsonString(s: string): string {
   return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
@@ -272,14 +284,16 @@ class NdjsonWriter {
 
       const out = this.bout;
       let o = this.blen;
-      o += head.copy(out, o);
+      out.set(head, o);
+      o += head.length;
       if (quoted === undefined) {
         out[o++] = 34;
-        o += buf.copy(out, o, start, end);
+        for (let k = start; k < end; k++) out[o++] = buf[k]!;
         out[o++] = 34;
       } else o += out.write(quoted, o, 'utf8');
-      o += mid.copy(out, o);
-      o += out.write(String(positions[i]), o, 'latin1');
+      out.set(mid, o);
+      o += mid.length;
+      o = writeDecimal(out, o, positions[i]!);
       out[o++] = 34;
       if (extra) o += out.write(extra, o, 'utf8');
       out[o++] = 125;
