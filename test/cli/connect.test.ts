@@ -34,6 +34,10 @@ before(async () => {
   gw = await startGateway({
     targets: {
       api: { source: { type: 'http', url: upstream.url, headers: {}, timeoutMs: 30_000 } },
+      short: {
+        source: { type: 'http', url: upstream.url, headers: {}, timeoutMs: 30_000 },
+        session: { maxLifetimeMs: 3_000, heartbeatIntervalMs: 1_000, warnBeforeMs: [2_000] },
+      },
     },
   });
   user = await signedIn(gw.url);
@@ -220,27 +224,59 @@ test('WebSocket upgrades pass through; a foreign Origin cannot open one', async 
   assert.equal(await tunnel.exited, 130);
 });
 
-test('on a terminal: a live status line redrawn in place; Ctrl-C exits 130', async (t) => {
-  // `script` gives the CLI a real pseudo-terminal; \x03 typed into it is a real Ctrl-C.
+/** The real CLI on a pseudo-terminal (`script`); typing \x03 into it is a real Ctrl-C. */
+function onTerminal(t: { after(fn: () => void): void }, target: string) {
   const child = spawn(
     'script',
-    ['-qefc', `${process.execPath} ${CLI_BIN} connect api`, '/dev/null'],
+    ['-qefc', `${process.execPath} ${CLI_BIN} connect ${target}`, '/dev/null'],
     {
       env: { PATH: process.env.PATH, TERM: 'xterm', ...user.env },
       stdio: ['pipe', 'pipe', 'pipe'],
     },
   );
   t.after(() => child.kill('SIGKILL'));
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  await until(() => (out.match(/closes in/g) ?? []).length >= 2, 'the status line redrawn');
-  child.stdin!.write('\x03');
+  let text = '';
+  child.stdout!.setEncoding('utf8').on('data', (s: string) => (text += s));
+  return {
+    out: () => text,
+    write: (s: string) => child.stdin!.write(s),
+    exited: new Promise<number | null>((r) => child.once('exit', (code) => r(code))),
+  };
+}
+
+test('on a terminal: a live status line redrawn in place; Ctrl-C exits 130', async (t) => {
+  const { out, write, exited } = onTerminal(t, 'api');
+  await until(() => (out().match(/closes in/g) ?? []).length >= 2, 'the status line redrawn');
+  write('\x03');
   assert.equal(await exited, 130);
 
-  const listening = out.indexOf('tunnel to api listening on http://127.0.0.1:');
-  assert.ok(listening >= 0, out);
-  assert.ok(out.indexOf('api · ends in') > listening, 'status line only after the address');
-  assert.ok(out.includes('\r\x1b[2K'), 'redrawn in place');
-  assert.match(out, /interrupted; session for api ended\r\n$/, 'the end is the last thing');
+  const text = out();
+  const listening = text.indexOf('tunnel to api listening on http://127.0.0.1:');
+  assert.ok(listening >= 0, text);
+  assert.ok(text.indexOf('api · ends in') > listening, 'status line only after the address');
+  assert.ok(text.includes('\r\x1b[2K'), 'redrawn in place');
+  assert.match(text, /interrupted; session for api ended\r\n$/, 'the end is the last thing');
+});
+
+test('on a terminal the session is renewed inline: a new code, then traffic resumes', async (t) => {
+  const { out, write, exited } = onTerminal(t, 'short');
+  await until(() => out().includes('listening on'), 'the tunnel');
+  const url = /listening on (http:\/\/[\d.:]+)/.exec(out())![1]!;
+  await until(() => out().includes('signed in again'), 'the inline re-authentication', 60_000);
+  const res = await fetch(`${url}/echo/after`);
+  assert.equal(res.status, 200);
+  await res.arrayBuffer();
+  write('\x03');
+  assert.equal(await exited, 130);
+
+  const text = out();
+  assert.match(
+    text,
+    /warning: the session for short ends in \d+s \(maximum lifetime\); you will be asked to sign in again/,
+  );
+  assert.match(text, /the session needs a new sign-in; requests wait meanwhile/);
+  assert.match(
+    text,
+    /to continue, open http:\/\/127\.0\.0\.1:\d+\/oidc\/device\?user_code=\S+ and confirm the code [A-Z]{4}-[A-Z]{4}/,
+  );
 });
