@@ -139,18 +139,6 @@ export function parseLogQuery(query: URLSearchParams, nowMs: number): LogQuery |
 
 // eslint-disable-next-line no-control-regex -- control characters are exactly what JSON escapes
 const NEEDS_ESCAPE = /["\\\u0000-\u001f]/;
-/**
- * Whether buf[start, end) is printable ASCII without `"` or `\\`: such a line is valid in a
- * JSON string as it is. Anything else (escapes, multi-byte or invalid UTF-8) goes the slow way.
- */
-function isPlainAscii(buf: Buffer, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) {
-    const c = buf[i]!;
-    if (c < 32 || c > 126 || c === 34 || c === 92) return false;
-  }
-  return true;
-}
-
 /** Writes a non-negative integer's decimal digits at `o`; returns the offset after them. */
 function writeDecimal(out: Buffer, o: number, value: number): number {
   let digits = 1;
@@ -209,8 +197,9 @@ export interface StreamOptions {
 /** Serialises records and writes them with backpressure. */
 class NdjsonWriter {
   private out = '';
-  private bout = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
+  private bout: Buffer = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
   private blen = 0;
+  private readonly spare: Buffer[] = [];
   private lastActivityMs: number;
   /** When something last went out: grep can hide data for longer than the keepalive period. */
   lastWriteMs: number;
@@ -268,37 +257,36 @@ class NdjsonWriter {
     for (let i = 0; i < starts.length; i++) {
       const start = starts[i]!;
       const end = ends[i]!;
-      const plain = isPlainAscii(buf, start, end);
       const isJson = buf[start] === 123; /* { */
       let text: string | undefined;
       if (grep) {
         text = buf.toString('utf8', start, end);
         if (!grep.test(text)) continue;
       }
-      if (!plain || isJson) text ??= buf.toString('utf8', start, end);
-      const quoted = plain ? undefined : jsonString(text!);
-      const extra = isJson ? jsonParts(text!) : '';
-      const lineBytes = quoted === undefined ? end - start + 2 : Buffer.byteLength(quoted);
-      const need = head.length + mid.length + lineBytes + Buffer.byteLength(extra) + 24;
-      this.reserve(need);
 
-      const out = this.bout;
-      let o = this.blen;
-      out.set(head, o);
-      o += head.length;
-      if (quoted === undefined) {
+      if (!isJson && this.copyPlain(head, mid, buf, start, end, positions[i]!)) {
+        // done: a plain line went out as bytes
+      } else {
+        text ??= buf.toString('utf8', start, end);
+        const quoted = jsonString(text);
+        const extra = isJson ? jsonParts(text) : '';
+        const need =
+          head.length + mid.length + Buffer.byteLength(quoted) + Buffer.byteLength(extra) + 24;
+        this.reserve(need);
+        const out = this.bout;
+        let o = this.blen;
+        out.set(head, o);
+        o += head.length;
+        o += out.write(quoted, o, 'utf8');
+        out.set(mid, o);
+        o += mid.length;
+        o = writeDecimal(out, o, positions[i]!);
         out[o++] = 34;
-        for (let k = start; k < end; k++) out[o++] = buf[k]!;
-        out[o++] = 34;
-      } else o += out.write(quoted, o, 'utf8');
-      out.set(mid, o);
-      o += mid.length;
-      o = writeDecimal(out, o, positions[i]!);
-      out[o++] = 34;
-      if (extra) o += out.write(extra, o, 'utf8');
-      out[o++] = 125;
-      out[o++] = 10;
-      this.blen = o;
+        if (extra) o += out.write(extra, o, 'utf8');
+        out[o++] = 125;
+        out[o++] = 10;
+        this.blen = o;
+      }
 
       if (this.blen >= OUT_BUFFER_BYTES - 4096) {
         await this.flush();
@@ -307,6 +295,41 @@ class NdjsonWriter {
     }
     await this.flush();
     return null;
+  }
+
+  /**
+   * Copies a line that is printable ASCII without `"` or `\\` (valid in a JSON string as it
+   * is) into the output with its record around it. Returns false, having written nothing,
+   * when the line is not like that.
+   */
+  private copyPlain(
+    head: Buffer,
+    mid: Buffer,
+    buf: Buffer,
+    start: number,
+    end: number,
+    position: number,
+  ): boolean {
+    this.reserve(head.length + mid.length + (end - start) + 24);
+    const out = this.bout;
+    let o = this.blen;
+    out.set(head, o);
+    o += head.length;
+    out[o++] = 34;
+    for (let k = start; k < end; k++) {
+      const c = buf[k]!;
+      if (c < 32 || c > 126 || c === 34 || c === 92) return false;
+      out[o++] = c;
+    }
+    out[o++] = 34;
+    out.set(mid, o);
+    o += mid.length;
+    o = writeDecimal(out, o, position);
+    out[o++] = 34;
+    out[o++] = 125;
+    out[o++] = 10;
+    this.blen = o;
+    return true;
   }
 
   /** Makes room for `bytes` more in the output buffer, flushing what is there if needed. */
@@ -318,10 +341,15 @@ class NdjsonWriter {
 
   /** Hands the filled part of the output buffer to the response (without waiting). */
   private pushBuffer(): boolean {
-    const chunk = this.bout.subarray(0, this.blen);
-    this.bout = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
+    const full = this.bout;
+    const chunk = full.subarray(0, this.blen);
+    this.bout = this.spare.pop() ?? Buffer.allocUnsafe(OUT_BUFFER_BYTES);
     this.blen = 0;
-    return this.res.write(chunk);
+    // Once the socket has taken the bytes the buffer can be filled again: fewer big
+    // allocations, less garbage collection.
+    return this.res.write(chunk, () => {
+      if (full.length === OUT_BUFFER_BYTES && this.spare.length < 4) this.spare.push(full);
+    });
   }
 
   async writeNotice(notice: LogNotice): Promise<void> {
@@ -390,6 +418,7 @@ export async function streamLogs(res: ServerResponse, options: StreamOptions): P
         resumeCursor = stoppedAt;
         break;
       }
+      if (event.raw) reader.recycle?.(event.raw.buf); // every byte was copied out
     } else if (event.kind === 'notice') {
       await writer.writeNotice({ ...event.notice, cursor: event.notice.cursor ?? reader.cursor() });
     }

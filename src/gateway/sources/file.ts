@@ -156,7 +156,9 @@ class FileReader implements LogReader {
   private current = 0;
   private historyDone = false;
   private pending: SourceEvent[] = [];
-  private buf = Buffer.allocUnsafe(CHUNK_BYTES);
+  private buf: Buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+  /** Read buffers the stream has finished with. */
+  private spare: Buffer[] = [];
   private watchers: FSWatcher[] = [];
   private wake: (() => void) | null = null;
   private woken = false;
@@ -451,7 +453,7 @@ class FileReader implements LogReader {
     // The lines keep this buffer; the next read gets a fresh one (cheaper than copying).
     const raw = { buf, starts, ends };
     t.carry = start < total ? Buffer.from(buf.subarray(start, total)) : null;
-    this.buf = Buffer.allocUnsafe(buf.length);
+    this.buf = (buf.length === CHUNK_BYTES && this.spare.pop()) || Buffer.allocUnsafe(buf.length);
     return {
       kind: 'lines',
       source: t.path,
@@ -570,6 +572,10 @@ class FileReader implements LogReader {
     if (this.current > idx) this.current--;
     this.version++;
     await t.fh.close().catch(() => undefined);
+  }
+
+  recycle(buf: Buffer): void {
+    if (buf.length === CHUNK_BYTES && this.spare.length < 2) this.spare.push(buf);
   }
 
   cursor(): string {

@@ -62,6 +62,8 @@ export interface LogReader {
    * the signal aborted. When following and nothing arrives for `maxWaitMs`, resolves idle.
    */
   next(maxWaitMs: number): Promise<SourceEvent | null>;
+  /** Hands back a batch's `raw.buf` once nothing refers to it any more, for reuse. */
+  recycle?(buf: Buffer): void;
   /** Cursor of the position after everything read so far, lines filtered out included. */
   cursor(): string;
   close(): Promise<void>;
