@@ -357,7 +357,7 @@ class Demo {
     // Without a tunnel, tail opens a session of its own and ends it when done.
     const peekArgs = ['tail', DEMO_TARGET, '-n', '3'];
     this.out.command(`logproxy ${peekArgs.join(' ')}`);
-    const peek = this.children.start('logproxy tail (peek)', CLI, peekArgs);
+    const peek = this.children.start(`logproxy tail ${DEMO_TARGET}`, CLI, peekArgs);
     this.relay(peek, 'tail', (l) => (l.stream === 'stdout' ? l.text : `(stderr) ${l.text}`));
     const peeked = await withTimeout(peek.exited, 20_000, `logproxy tail ${DEMO_TARGET} to finish`);
     const shown = peek.lines.filter((l) => l.stream === 'stdout').length;

@@ -95,6 +95,10 @@ test(
       /login \|.*\b[A-Z0-9]{4}-?[A-Z0-9]{4}\b/,
       /auto-approved as alice \(development provider\)/,
       /ok signed in as alice/,
+      /targets \| app-logs +file/,
+      /targets \| demo-logs +demo/,
+      /\$ logproxy tail demo-logs -n 3/,
+      /tail \| \S+ demo /,
       /\[3\/9\] Open a tunnel/,
       /connect \| listening/,
       /ok tunnel listening/,
@@ -119,7 +123,7 @@ test(
       /audit \| .*session\.warned/,
       /audit \| .*session\.expired .*reason=idle_timeout/,
       /audit \| .*session\.created/,
-      /ok no process left behind \(checked pids: ([^)]*)\)/,
+      /ok no process left behind \(checked pids: .*\)$/m,
       /Demo complete\./,
     ]);
 
@@ -134,7 +138,7 @@ test(
     assert.ok(n >= 10, `expected at least 10 lines, saw ${n}`);
 
     // No process left: the pids the demo reports, and anything mentioning its temp dir.
-    const pids = [.../checked pids: ([^)]*)\)/.exec(out)![1]!.matchAll(/=(\d+)/g)].map((m) =>
+    const pids = [.../checked pids: (.*)\)$/m.exec(out)![1]!.matchAll(/=(\d+)/g)].map((m) =>
       Number(m[1]),
     );
     assert.ok(pids.length >= 4, `expected gateway, login, connect and tail pids: ${pids}`);
@@ -222,7 +226,7 @@ test('Ctrl-C stops the demo at once and leaves no process and no temp dir', asyn
   assert.equal(run.code, 130, run.output);
   assert.match(run.output, /interrupted: stopping every process the demo started/);
   const tempDir = /temporary directory: (\S+)/.exec(run.output)![1]!;
-  const checked = /no process left behind \(checked pids: ([^)]*)\)/.exec(run.output);
+  const checked = /no process left behind \(checked pids: (.*)\)$/m.exec(run.output);
   assert.ok(checked, `the demo did not check its children:\n${run.output}`);
   const pids = [...checked[1]!.matchAll(/=(\d+)/g)].map((m) => Number(m[1]));
   assert.ok(pids.length >= 4, `expected gateway, login, connect and tail pids: ${pids}`);
