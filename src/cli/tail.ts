@@ -332,7 +332,7 @@ function createWriter(
   const out = io.stdout;
   let broken: Error | undefined;
   out.on('error', (err) => (broken = err));
-  const waitFor = (event: 'drain' | 'finish-buffer'): Promise<void> =>
+  const drained = (): Promise<void> =>
     new Promise((resolve, reject) => {
       const done = (): void => {
         out.off('drain', done);
@@ -346,7 +346,6 @@ function createWriter(
         signal.removeEventListener('abort', fail);
         reject(broken ?? signal.reason ?? new Error('stdout closed'));
       };
-      void event;
       out.on('drain', done);
       out.once('error', fail);
       signal.addEventListener('abort', fail, { once: true });
@@ -355,11 +354,20 @@ function createWriter(
     if (broken) throw broken;
     signal.throwIfAborted();
     if (out.write(chunk)) return;
-    await waitFor('drain');
+    await drained();
   };
   return Object.assign(write, {
-    async flushed(): Promise<void> {
-      if (out.writableLength > 0 && !broken) await waitFor('drain');
+    /**
+     * Resolves once everything written has reached the pipe: an empty write's callback runs
+     * after all earlier chunks (waiting for 'drain' would hang when no write ever returned
+     * false). bin/ calls process.exit next, which would drop what was still buffered.
+     */
+    flushed(): Promise<void> {
+      if (broken || out.writableLength === 0 || signal.aborted) return Promise.resolve();
+      return new Promise((resolve) => {
+        signal.addEventListener('abort', () => resolve(), { once: true });
+        out.write('', () => resolve());
+      });
     },
   });
 }

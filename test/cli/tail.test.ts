@@ -18,6 +18,8 @@ import { CLI_BIN, cliEnv, runCli, runShell, signIn, type SignedIn } from '../tai
 const LINES = 200;
 let dir: string;
 let file: string;
+let bigFile: string;
+const BIG_LINES = 100_000;
 let expected: string[];
 let gw: TestGateway;
 let user: SignedIn;
@@ -34,11 +36,17 @@ before(async () => {
     );
   }
   await writeFile(file, expected.map((l) => `${l}\n`).join(''));
+  bigFile = path.join(dir, 'big.log');
+  await writeFile(
+    bigFile,
+    Array.from({ length: BIG_LINES }, (_, i) => `${i} ${'x'.repeat(90)}\n`).join(''),
+  );
   gw = await startGateway({
     // The file and demo sources (the data plane, config-independent).
     dataPlane: createDataPlane({} as GatewayConfig, { clock: systemClock, keepaliveMs: 500 }),
     targets: {
       app: { source: { type: 'file', paths: [file] } },
+      big: { source: { type: 'file', paths: [bigFile] } },
       demo: { source: { type: 'demo', ratePerSec: 20, historyLines: 50, seed: 7 } },
     },
   });
@@ -253,4 +261,16 @@ test('tail -f ends with exit 12 and says why when an administrator revokes the s
   assert.equal(await code, 12, stderr);
   assert.match(stderr, /revoked by an administrator/);
   assert.doesNotMatch(stderr, /\n\s+at /);
+});
+
+test('a reader slower than tail still gets every line, and tail exits once it is all out', async () => {
+  // The reader starts late: stdout's buffer is full when the stream ends, and tail must wait
+  // for it to empty before exiting (process.exit would drop what is still buffered).
+  const r = await runShell(
+    'set -o pipefail; $LOGPROXY tail big -o raw | (sleep 2; wc -l)',
+    user.env,
+    60_000,
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(Number(r.stdout.trim()), BIG_LINES);
 });
