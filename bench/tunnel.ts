@@ -61,9 +61,13 @@ interface Contestant {
   /** Path prefix before `/small` or `/large`. */
   prefix: string;
   headers: Record<string, string>;
+  /** The proxy's process, for its CPU time per request. */
+  pid?: number;
 }
 
 interface SmallResult {
+  /** CPU time of the proxy process per request, when measured. */
+  cpuUsPerRequest?: number;
   rps: number;
   p50Ms: number;
   p99Ms: number;
@@ -146,6 +150,7 @@ http {
 
 /** N connections sending GET /small back to back for `seconds`. */
 async function runSmall(c: Contestant, seconds: number): Promise<SmallResult> {
+  const cpuBefore = c.pid !== undefined ? await cpuMs(c.pid) : 0;
   const pool = new Pool(c.origin, { connections: CONNECTIONS, pipelining: 1 });
   const latencies: number[] = [];
   let errors = 0;
@@ -173,7 +178,17 @@ async function runSmall(c: Contestant, seconds: number): Promise<SmallResult> {
   await pool.close();
   latencies.sort((a, b) => a - b);
   const pct = (p: number): number => latencies[Math.floor((latencies.length - 1) * p)] ?? NaN;
-  return { rps: latencies.length / elapsedS, p50Ms: pct(0.5), p99Ms: pct(0.99), errors };
+  const cpuUsPerRequest =
+    c.pid !== undefined
+      ? (((await cpuMs(c.pid)) - cpuBefore) * 1000) / latencies.length
+      : undefined;
+  return {
+    rps: latencies.length / elapsedS,
+    p50Ms: pct(0.5),
+    p99Ms: pct(0.99),
+    errors,
+    cpuUsPerRequest,
+  };
 }
 
 /** One large streamed response; MB/s, and the tunnel's RSS sampled meanwhile. */
@@ -203,6 +218,19 @@ async function runLarge(
   await pool.close();
   if (bytes !== LARGE_MB * 1024 * 1024) throw new Error(`${c.name}: short body (${bytes} bytes)`);
   return { mbps: bytes / 1e6 / s, peakRssMb: peak };
+}
+
+/** User + system CPU time of a process in ms (clock ticks of 10 ms). */
+async function cpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/** nginx serves from its worker, a child of the master we started. */
+async function nginxWorker(masterPid: number): Promise<number> {
+  const children = await readFile(`/proc/${masterPid}/task/${masterPid}/children`, 'utf8');
+  return Number(children.trim().split(' ')[0]);
 }
 
 async function rssMb(pid: number): Promise<number> {
@@ -259,8 +287,20 @@ async function main(): Promise<void> {
         prefix: `/v1/sessions/${id}/forward`,
         headers: { authorization: `Bearer ${token}` },
       },
-      { name: 'nginx', origin: nginx.origin, prefix: '', headers: {} },
-      { name: 'tunnel', origin: tunnel.doc.url as string, prefix: '', headers: {} },
+      {
+        name: 'nginx',
+        origin: nginx.origin,
+        prefix: '',
+        headers: {},
+        pid: await nginxWorker(nginx.child.pid!),
+      },
+      {
+        name: 'tunnel',
+        origin: tunnel.doc.url as string,
+        prefix: '',
+        headers: {},
+        pid: tunnel.child.pid!,
+      },
     ];
 
     console.log(
@@ -288,13 +328,16 @@ async function main(): Promise<void> {
       }
     }
 
-    console.log('\n| path | small req/s | p50 ms | p99 ms | errors | large MB/s |');
-    console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
+    console.log(
+      '\n| path | small req/s | p50 ms | p99 ms | errors | proxy CPU us/req | large MB/s |',
+    );
+    console.log('| --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const c of contestants) {
       const s = small.get(c.name)!;
       const l = large.get(c.name)!;
       console.log(
-        `| ${c.name} | ${f(s.rps)} | ${f(s.p50Ms, 2)} | ${f(s.p99Ms, 2)} | ${s.errors} | ${f(l.mbps)} |`,
+        `| ${c.name} | ${f(s.rps)} | ${f(s.p50Ms, 2)} | ${f(s.p99Ms, 2)} | ${s.errors} | ` +
+          `${s.cpuUsPerRequest === undefined ? '-' : f(s.cpuUsPerRequest)} | ${f(l.mbps)} |`,
       );
     }
     const t = small.get('tunnel')!;

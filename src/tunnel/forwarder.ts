@@ -10,6 +10,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
+import { EventEmitter } from 'node:events';
 import type { Duplex, Readable } from 'node:stream';
 import { Writable } from 'node:stream';
 import { EnvHttpProxyAgent, Pool, type Dispatcher } from 'undici';
@@ -86,6 +87,16 @@ const DROPPED_RESPONSE_HEADERS = new Set([
 
 type Headers = Record<string, string | string[]>;
 
+/** The local client went away: undici listens for `abort` and reads `aborted`. */
+class CancelSignal extends EventEmitter {
+  aborted = false;
+  abort(): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.emit('abort');
+  }
+}
+
 /** What one attempt did: delivered to the client, or needs another try. */
 type Outcome =
   | { kind: 'done' }
@@ -95,14 +106,18 @@ type Outcome =
 export function createForwarder(options: ForwarderOptions): Forwarder {
   const gateway = new URL(options.gateway);
   const basePath = gateway.pathname.replace(/\/+$/, '');
+  // URL getters are not free; this is read on every request.
+  const origin = gateway.origin;
   const holdMs = options.holdMs ?? DEFAULT_HOLD_MS;
   const dispatcher = createDispatcher(gateway, options);
   const keeper = options.keeper;
 
   async function forward(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const abort = new AbortController();
+    // undici takes an EventEmitter as its abort signal: much cheaper per request than an
+    // AbortController, which showed up in CPU profiles of small requests.
+    const cancel = new CancelSignal();
     res.once('close', () => {
-      if (!res.writableFinished) abort.abort();
+      if (!res.writableFinished) cancel.abort();
     });
     const headers = requestHeaders(req);
     const body = await readReplayableBody(req);
@@ -113,7 +128,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
       const session = await sessionFor(res);
       if (!session) return;
       const token = await keeper.accessToken();
-      const outcome = await send(session, token, req, res, headers, body ?? req, abort.signal);
+      const outcome = await send(session, token, req, res, headers, body ?? req, cancel);
       if (outcome.kind === 'done') return;
 
       if (outcome.kind === 'token_refused' && replayable && !refreshed) {
@@ -157,7 +172,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     res: http.ServerResponse,
     baseHeaders: Headers,
     body: Buffer | Readable,
-    signal: AbortSignal,
+    signal: CancelSignal,
   ): Promise<Outcome> {
     let outcome: Outcome = { kind: 'done' };
     const path = `${basePath}/v1/sessions/${encodeURIComponent(session.id)}/forward${req.url!}`;
@@ -166,7 +181,7 @@ export function createForwarder(options: ForwarderOptions): Forwarder {
     const reqBody = method === 'GET' || method === 'HEAD' ? null : body;
     return new Promise<Outcome>((resolve) => {
       dispatcher.stream(
-        { origin: gateway.origin, path, method, headers, body: reqBody, signal, opaque: res },
+        { origin, path, method, headers, body: reqBody, signal, opaque: res },
         ({ statusCode, headers: upstream }) => {
           const h = upstream as Headers;
           const retry = retryKind(statusCode, h);
@@ -373,7 +388,7 @@ function unavailable(res: http.ServerResponse, why: string): void {
   res.end(`logproxy tunnel: ${why}; retry in ${RETRY_AFTER_S}s\n`);
 }
 
-function failed(res: http.ServerResponse, err: unknown, signal: AbortSignal | undefined): void {
+function failed(res: http.ServerResponse, err: unknown, signal: CancelSignal | undefined): void {
   if (signal?.aborted) return; // the local client went away
   if (res.headersSent) {
     res.destroy(err instanceof Error ? err : undefined);
