@@ -204,6 +204,8 @@ test('rotation by rename: the old file is read to its end, the new one from 0', 
     ['after 1', 'after 2', 'before 1', 'before 2', 'late 1', 'late partial'].sort(),
   );
   assert.ok(got.indexOf('late 1') < got.indexOf('late partial'));
+  const late = recordsOnly(f.records).find((r) => r.line === 'late partial')!;
+  assert.equal(late.source, path.join(dir, 'app.log.1'), 'named by where it was rotated to');
   assert.ok(got.indexOf('after 1') < got.indexOf('after 2'));
 });
 
@@ -220,6 +222,24 @@ test('rotation by truncation: the file is read again from its start', async (t) 
   await f.waitFor((r) => linesOf(r).includes('fresh'), 'the line after truncation');
   assert.deepEqual(linesOf(f.records), ['one', 'two', 'three', 'fresh']);
   assert.deepEqual(notices(f.records), [], 'nothing unread was lost');
+});
+
+test('following: a truncation that loses an unfinished line says how much', async (t) => {
+  const { dir, h } = await setup(t);
+  const file = path.join(dir, 'app.log');
+  await writeFile(file, 'complete\nunfinished');
+  const f = followLogs(logsUrl(h, { follow: 'true' }));
+  t.after(() => f.close());
+  await f.waitFor((r) => linesOf(r).length === 1, 'the complete line');
+
+  await truncate(file, 0);
+  await appendFile(file, 'new\n');
+  await f.waitFor((r) => linesOf(r).includes('new'), 'the line after truncation');
+  const lost = notices(f.records);
+  assert.equal(lost.length, 1);
+  assert.equal(lost[0]!.notice, 'data_lost');
+  assert.equal(lost[0]!.lost_bytes, 'unfinished'.length);
+  assert.deepEqual(linesOf(f.records), ['complete', 'new']);
 });
 
 test('a cursor into a file truncated since then reports data_lost and reads from 0', async (t) => {

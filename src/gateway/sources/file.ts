@@ -504,6 +504,14 @@ class FileReader implements LogReader {
         t.path = m.path;
         this.version++;
       }
+      if (!m && t.inGlob) {
+        // Rotated out of the globs: name it by where it went (app.log.1), if it is still there.
+        const moved = await this.findByInode(t);
+        if (moved && moved.path !== t.path) {
+          t.path = moved.path;
+          this.version++;
+        }
+      }
       t.inGlob = m !== undefined;
       const st = await t.fh.stat();
       if (st.size < t.readPos || (st.size !== t.lastSize && !(await this.sameStart(t)))) {
