@@ -131,6 +131,19 @@ test('the upstream being down is a 502 naming the target, not its URL secrets', 
   assert.doesNotMatch(reply.body, /pa55word|user:/);
 });
 
+test('an upstream that sends no headers within the timeout is a 504', async (t) => {
+  const up = await upstream(t, () => undefined); // accepts, never answers
+  const h = await startHarness(
+    targetOf({ type: 'http', url: up.url, headers: {}, timeoutMs: 200 }),
+  );
+  t.after(() => h.close());
+  const reply = await request(`${h.url}/forward/slow`);
+  assert.equal(reply.status, 504);
+  const p = JSON.parse(reply.body) as Problem;
+  assert.equal(p.type, ProblemTypes.upstreamUnavailable);
+  assert.match(p.detail ?? '', /no answer in time/);
+});
+
 test('a 1 GiB response streams through in bounded memory', async (t) => {
   const total = 1024 * 1024 * 1024;
   const chunk = Buffer.alloc(1024 * 1024, 'abcdefghijklmnopqrstuvwxyz\n');
