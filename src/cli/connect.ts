@@ -321,13 +321,12 @@ async function teardown(
   await keeper.release();
   await forwarder.close();
 
-  const reauthFailed = end.error !== undefined && end.reason !== 'failed';
   const exitCode = ctx.events.exitCodeForTunnelEnd(end.reason, end.error);
   const message = ctx.events.describeEnd(end.reason, ctx.options.target, {
     session: keeper.lastSession(),
     gateway: ctx.services.gateway,
     error: end.error,
-    reauthFailed: reauthFailed && end.reason !== 'gateway_lost',
+    reauthFailed: end.reauthFailed === true,
   });
   renderer.render({
     type: 'ended',

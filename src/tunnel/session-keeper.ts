@@ -27,6 +27,8 @@ export interface TunnelEnd {
   sessionId?: string;
   /** The error behind `failed`, `not_signed_in` or `gateway_lost`, or a failed re-auth. */
   error?: unknown;
+  /** The tunnel tried to sign in again (or to open a new session) and that failed. */
+  reauthFailed?: boolean;
 }
 
 export type WarningKind = 'lifetime' | 'idle';
@@ -502,10 +504,12 @@ export class SessionKeeper {
     } catch (err) {
       if (this.phase !== 'switching') return;
       const endReason = reason === 'not_signed_in' ? 'not_signed_in' : reason;
+      const interrupted = isAbortError(err);
       this.finish({
-        reason: isAbortError(err) ? 'interrupted' : endReason,
+        reason: interrupted ? 'interrupted' : endReason,
         sessionId: previousId,
         error: err,
+        reauthFailed: !interrupted,
       });
     }
   }

@@ -371,3 +371,21 @@ test('end reasons are read from problem details or error codes', () => {
   assert.equal(endReasonFromError(new LogproxyError(ErrorCodes.SESSION_REVOKED, 'x')), 'revoked');
   assert.equal(endReasonFromError(new LogproxyError(ErrorCodes.UNREACHABLE, 'x')), undefined);
 });
+
+test('a failed re-auth ends the tunnel with the original reason', async () => {
+  const { clock, gateway, keeper } = setup(
+    { idleS: 10, maxS: 36_000, intervalS: 5, warnS: [] },
+    {
+      reauth: async () => {
+        throw new LogproxyError(ErrorCodes.DEVICE_CODE_EXPIRED, 'the code expired');
+      },
+    },
+  );
+  await keeper.start();
+  gateway.needsSignIn = true;
+  await clock.advanceAsync(11_000, 500);
+  const end = await keeper.done;
+  assert.equal(end.reason, 'idle_timeout');
+  assert.equal(end.reauthFailed, true);
+  assert.equal((end.error as LogproxyError).code, ErrorCodes.DEVICE_CODE_EXPIRED);
+});
