@@ -7,6 +7,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startGateway, spawnGateway, gatewayYaml, type TestGateway } from '../helpers/gateway.js';
+import { listTunnels } from '../../src/tunnel/registry.js';
 import {
   connectInProcess,
   signedIn,
@@ -181,8 +182,10 @@ test('a killed gateway ends the tunnel with gateway_lost (exit 5)', async (t) =>
   t.after(() => me.cleanup());
   const tunnel = await connectInProcess(me.env, 'demo', { reauth: false });
   await until(() => tunnel.events().some((e) => e.event === 'listening'), 'the listening event');
+  assert.equal((await listTunnels(me.stateDir)).length, 1, 'recorded while running');
   child.child.kill('SIGKILL');
   assert.equal(await tunnel.exit, 5);
+  assert.deepEqual(await listTunnels(me.stateDir), [], 'the record is gone with the gateway');
   const events = tunnel.events();
   assert.ok(events.some((e) => e.event === 'heartbeat_failed'));
   const ended = events.at(-1)!;
