@@ -453,7 +453,10 @@ export class SessionKeeper {
     if (this.phase !== 'active') return;
     const previous = this.session;
     if (previous) this.session = { ...previous, state: 'ended', end_reason: reason };
-    const resumable = reason === 'idle_timeout' || reason === 'max_lifetime';
+    // `client_lost` (the machine slept past the heartbeat grace) needs no new sign-in at the
+    // gateway: a person at the terminal gets a new session without noticing. Revocations
+    // and deliberate ends are never undone.
+    const resumable = RESUMABLE.has(reason);
     if (!resumable || !this.options.reauth) {
       this.finish({ reason, sessionId: previous?.id });
       return;
@@ -587,6 +590,12 @@ export function backoffMs(attempt: number, capMs: number, random: number): numbe
   const raw = Math.min(capMs, FIRST_RETRY_MS * 2 ** (attempt - 1));
   return Math.round(raw * (0.5 + random / 2));
 }
+
+const RESUMABLE: ReadonlySet<EndReason> = new Set<EndReason>([
+  'idle_timeout',
+  'max_lifetime',
+  'client_lost',
+]);
 
 const END_REASON_BY_CODE: Partial<Record<string, EndReason>> = {
   [ErrorCodes.SESSION_IDLE_TIMEOUT]: 'idle_timeout',

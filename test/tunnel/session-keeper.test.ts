@@ -389,3 +389,18 @@ test('a failed re-auth ends the tunnel with the original reason', async () => {
   assert.equal(end.reauthFailed, true);
   assert.equal((end.error as LogproxyError).code, ErrorCodes.DEVICE_CODE_EXPIRED);
 });
+
+test('after client_lost (a sleeping laptop) a new session opens without a sign-in', async () => {
+  let signIns = 0;
+  const { clock, gateway, events, keeper } = setup(
+    { idleS: 600, maxS: 36_000, intervalS: 5, warnS: [] },
+    { reauth: async () => void signIns++ },
+  );
+  await keeper.start();
+  gateway.endSession('s1', 'client_lost');
+  await clock.advanceAsync(5_000, 500);
+  assert.equal(keeper.current()?.id, 's2');
+  assert.equal(signIns, 0);
+  assert.equal(of(events, 'resumed').length, 1);
+  keeper.stop();
+});
