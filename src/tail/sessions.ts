@@ -224,7 +224,13 @@ export class TunnelSession implements SessionSource {
       }
       await this.options.clock.sleep(REREAD_EVERY_MS, signal);
     }
-    const reason = endReason(error) ?? 'failed';
+    // A session the gateway no longer knows (it restarted) or cannot tell us about: to the
+    // person that is the gateway lost, as it was for the tunnel that owned the session.
+    const reason =
+      endReason(error) ??
+      (isUnknownSession(error) || isLogproxyError(error, ErrorCodes.UNREACHABLE)
+        ? 'gateway_lost'
+        : 'failed');
     throw new SessionOverError({ reason, sessionId, error });
   }
 }
