@@ -486,6 +486,9 @@ async function signInInline(
   );
 }
 
+/** Longest silence on the log stream before it counts as a dead connection. */
+const STREAM_SILENCE_MS = 60_000;
+
 /** The real auth services for the resolved gateway and profile. */
 async function loadServices(options: TailOptions, io: IO): Promise<TailServices> {
   const [config, http, store, refresh, gatewayApi, signInModule] = await Promise.all([
@@ -507,13 +510,14 @@ async function loadServices(options: TailOptions, io: IO): Promise<TailServices>
   const trace = (line: string): void => void io.stderr.write(`${line}\n`);
   const client = http.createHttpClient({ verbose: options.verbose, trace, env: io.env });
   client.nameServer(gateway, 'the gateway');
-  // The log stream may be quiet for long stretches (keepalives arrive, but a follow must not
-  // be cut by the per-chunk timeout of ordinary requests).
+  // The gateway sends a keepalive at least every 15 s while following, so a minute without a
+  // byte means a dead link (a cut that sent no reset): give up on that connection and resume
+  // from the cursor. A reader that holds tail back that long costs a reconnect, never a line.
   const streamClient = http.createHttpClient({
     verbose: options.verbose,
     trace,
     env: io.env,
-    bodyTimeoutMs: 0,
+    bodyTimeoutMs: STREAM_SILENCE_MS,
   });
   streamClient.nameServer(gateway, 'the gateway');
   const tokenStore = await store.storeForProfile(
