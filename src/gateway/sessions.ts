@@ -175,7 +175,11 @@ export class SessionManager {
     const key = `${principal.subject}\0${target}`;
     const endedAt = this.reauthAfter.get(key);
     if (endedAt === undefined) return;
-    if (policy.silentResume || (principal.authTimeMs ?? -Infinity) > endedAt) {
+    // `auth_time` has whole seconds: a sign-in approved within the same second as the end
+    // (an auto-approving provider does that) must count as after it. Only a session shorter
+    // than a second could be let through wrongly, and none is.
+    const endedSecondMs = Math.floor(endedAt / 1000) * 1000;
+    if (policy.silentResume || (principal.authTimeMs ?? -Infinity) >= endedSecondMs) {
       this.reauthAfter.delete(key);
       return;
     }

@@ -88,11 +88,10 @@ const MIN_HEARTBEAT_GAP_MS = 1_000;
 /** Heartbeat just after a threshold would be crossed, so the gateway's answer shows it. */
 const THRESHOLD_SLACK_MS = 250;
 /**
- * Sign-ins per switch. The gateway compares the token's `auth_time`, in whole seconds, with
- * when the session ended: a sign-in approved within the same second as the end (a provider
- * that approves by itself) reads as older than the end, and one more sign-in settles it.
+ * Sign-ins per switch. A fresh sign-in is what the gateway asks for; if it still refuses
+ * one, asking the person again would only loop, so the tunnel ends with the reason.
  */
-const MAX_SIGN_INS = 2;
+const MAX_SIGN_INS = 1;
 /** Ending the session at the gateway must not hold up an exit for long. */
 const RELEASE_TIMEOUT_MS = 3_000;
 

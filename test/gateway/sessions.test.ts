@@ -209,10 +209,16 @@ describe('SessionManager', () => {
       () => ctx.sessions.create({ ...ctx.principal('alice'), authTimeMs: undefined }, 'prod'),
       (err: Error) => isLogproxyError(err, ErrorCodes.REAUTH_REQUIRED),
     );
+    // auth_time has whole seconds: one second before the end is refused, the same second not
+    const endSecond = Math.floor(endedAt / 1000) * 1000;
+    assert.throws(
+      () => ctx.sessions.create(ctx.principal('alice', endSecond - 1000), 'prod'),
+      (err: Error) => isLogproxyError(err, ErrorCodes.REAUTH_REQUIRED),
+    );
     // bob is not affected by alice's expiry
     assert.equal(ctx.sessions.create(ctx.principal('bob', signedInAt), 'prod').state, 'active');
     ctx.clock.advance(1000);
-    const fresh = ctx.sessions.create(ctx.principal('alice', endedAt + 1), 'prod');
+    const fresh = ctx.sessions.create(ctx.principal('alice', endSecond), 'prod');
     assert.equal(fresh.state, 'active');
 
     // silent resume: an idle expiry on `quick` needs no new sign-in
