@@ -28,7 +28,7 @@ import { CLI_BIN, cliEnv, signIn } from '../tail/cli-env.js';
 
 let context = (): string => '';
 
-async function waitFor(what: string, check: () => boolean, timeoutMs = 30_000): Promise<void> {
+async function waitFor(what: string, check: () => boolean, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${context()}`);
@@ -172,9 +172,9 @@ async function followThrough(t: TestContext, scenario: Scenario): Promise<void> 
     await waitFor(`lines after restart ${restart}`, () => printed() >= seen + 30);
   }
   if (scenario.expectReauth) {
-    await waitFor('a re-authentication', () => /signed in again/.test(stderr), 30_000);
+    await waitFor('a re-authentication', () => /signed in again/.test(stderr), 60_000);
   } else {
-    await waitFor('a new session', () => /\(max_lifetime\)\); continuing/.test(stderr), 30_000);
+    await waitFor('a new session', () => /\(max_lifetime\)\); continuing/.test(stderr), 60_000);
   }
   const seen = printed();
   await waitFor('lines after the new session', () => printed() >= seen + 30);
