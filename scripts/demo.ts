@@ -638,6 +638,11 @@ async function main(): Promise<number> {
   };
   process.on('SIGINT', onInterrupt);
   process.on('SIGTERM', onInterrupt);
+  // A closed terminal: the children run in their own process groups, so nothing else
+  // would stop them.
+  process.on('SIGHUP', onInterrupt);
+  // With the terminal gone (or `| head` done), output fails; the clean-up must still run.
+  process.stdout.on('error', () => {});
 
   let failure: string | undefined;
   try {
