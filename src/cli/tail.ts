@@ -328,7 +328,7 @@ function isBrokenPipe(err: unknown): boolean {
 function createWriter(
   io: IO,
   signal: AbortSignal,
-): ((chunk: string) => Promise<void>) & { flushed(): Promise<void> } {
+): ((chunk: string | Uint8Array) => Promise<void>) & { flushed(): Promise<void> } {
   const out = io.stdout;
   let broken: Error | undefined;
   out.on('error', (err) => (broken = err));
@@ -350,7 +350,7 @@ function createWriter(
       out.once('error', fail);
       signal.addEventListener('abort', fail, { once: true });
     });
-  const write = async (chunk: string): Promise<void> => {
+  const write = async (chunk: string | Uint8Array): Promise<void> => {
     if (broken) throw broken;
     signal.throwIfAborted();
     if (out.write(chunk)) return;

@@ -324,3 +324,164 @@ function baseName(source: string): string {
   const slash = source.lastIndexOf('/');
   return slash < 0 || slash === source.length - 1 ? source : source.slice(slash + 1);
 }
+
+// ---------- bytes (raw and json) ----------
+
+/** What one batch of complete NDJSON lines gave, as bytes for stdout. */
+export interface ByteBatch {
+  /** Formatted log records, each ending in a newline; empty when none. */
+  output: Buffer;
+  records: number;
+  lastCursor: string | undefined;
+  notices: LogNotice[];
+}
+
+const LINE_KEY = Buffer.from('"line":"');
+const CURSOR_KEY = Buffer.from('"cursor":"');
+const FIELDS_KEY = Buffer.from('"fields":');
+const NEWLINE = 10;
+const OPEN_BRACE = 123;
+const EMPTY = Buffer.alloc(0);
+
+/** Forward-only search in bytes: the Finder above, for a Buffer. */
+class ByteFinder {
+  private from = 0;
+  private at = -2;
+
+  constructor(
+    private readonly buf: Buffer,
+    private readonly end: number,
+    private readonly pattern: Buffer,
+  ) {}
+
+  next(from: number): number {
+    if (this.at === -2 || from < this.from || (this.at !== -1 && this.at < from)) {
+      this.from = from;
+      const at = this.buf.indexOf(this.pattern, from);
+      this.at = at >= this.end ? -1 : at;
+    }
+    return this.at;
+  }
+}
+
+/**
+ * `raw` and `json` straight from the received bytes, without decoding them to a string: for
+ * `raw` the bytes of a `line` value without escapes are copied to the output as they are (the
+ * gateway writes UTF-8 JSON, so they are the line's UTF-8); a value with escapes is decoded by
+ * JSON.parse. For `json` the records' bytes pass through; with no notice in the batch the
+ * output is the input itself. `buf[0, end)` holds complete lines (it ends with a newline, or
+ * end is 0). Same results as formatBatch; throws StreamSyntaxError the same way.
+ */
+export function formatBytes(buf: Buffer, end: number, format: 'raw' | 'json'): ByteBatch {
+  const notices: LogNotice[] = [];
+  const raw = format === 'raw';
+  const lineKey = new ByteFinder(buf, end, LINE_KEY);
+  const fieldsKey = new ByteFinder(buf, end, FIELDS_KEY);
+  // raw: decoded lines are never longer than their records, so one buffer the size of the
+  // input holds the output. json: allocated only when a notice must be cut out.
+  let out: Buffer | undefined = raw ? Buffer.allocUnsafe(end) : undefined;
+  let o = 0;
+  /** json: start of the run of records not yet copied to `out`. */
+  let run = 0;
+  let records = 0;
+  let lastStart = -1;
+  let lastEnd = -1;
+  let lastLimit = -1;
+  let lastCursor: string | undefined;
+
+  for (let a = 0; a < end;) {
+    let e = buf.indexOf(NEWLINE, a);
+    if (e < 0 || e >= end) e = end;
+    const start = a;
+    a = e + 1;
+    if (e === start || buf[start] !== OPEN_BRACE) {
+      if (e !== start) {
+        const text = buf.toString('utf8', start, Math.min(e, start + 200));
+        throw syntaxError('is not a JSON object', text, 0, text.length);
+      }
+      // An empty line: nothing to print.
+      if (!raw) [out, o, run] = cut(buf, out, o, run, start, a);
+      continue;
+    }
+    const f = fieldsKey.next(start);
+    const limit = f === -1 || f >= e ? e : f;
+    const k = lineKey.next(start);
+    let valueEnd = -1;
+    if (k !== -1 && k < limit) valueEnd = plainStringEnd(buf, k + LINE_KEY.length, e);
+    if (valueEnd >= 0) {
+      // The fast path: a line without escapes.
+      if (raw) {
+        o += buf.copy(out!, o, k + LINE_KEY.length, valueEnd);
+        out![o++] = NEWLINE;
+      }
+      records++;
+      [lastStart, lastEnd, lastLimit] = [start, e, limit];
+      continue;
+    }
+    const text = buf.toString('utf8', start, e);
+    const value = parseLine(text, 0, text.length);
+    if (isNoticeValue(value)) {
+      notices.push(value);
+      if (value.cursor !== undefined) [lastStart, lastCursor] = [-1, value.cursor];
+      if (!raw) [out, o, run] = cut(buf, out, o, run, start, a);
+      continue;
+    }
+    const record = asRecord(value, text, 0, text.length);
+    if (raw) {
+      o += out!.write(record.line, o, 'utf8');
+      out![o++] = NEWLINE;
+    }
+    records++;
+    [lastStart, lastCursor] = [-1, record.cursor];
+  }
+
+  if (lastStart >= 0) {
+    lastCursor = cursorAt(buf, lastStart, lastLimit);
+    if (lastCursor === undefined) {
+      const text = buf.toString('utf8', lastStart, lastEnd);
+      lastCursor = asRecord(parseLine(text, 0, text.length), text, 0, text.length).cursor;
+    }
+  }
+  let output: Buffer;
+  if (raw) output = out!.subarray(0, o);
+  else if (out === undefined) output = run === 0 && end > 0 ? buf.subarray(0, end) : EMPTY;
+  else {
+    o += buf.copy(out, o, run, end);
+    output = out.subarray(0, o);
+  }
+  return { output, records, lastCursor, notices };
+}
+
+/** json: copies the records before [skipFrom, skipTo) to `out` and skips that line. */
+function cut(
+  buf: Buffer,
+  out: Buffer | undefined,
+  o: number,
+  run: number,
+  skipFrom: number,
+  skipTo: number,
+): [Buffer, number, number] {
+  const target = out ?? Buffer.allocUnsafe(buf.length);
+  const copied = buf.copy(target, o, run, skipFrom);
+  return [target, o + copied, skipTo];
+}
+
+/**
+ * The index of the closing quote of a JSON string whose content starts at `i`, when the
+ * content has no escapes; -1 when it has (or the line ends first).
+ */
+function plainStringEnd(buf: Buffer, i: number, e: number): number {
+  for (; i < e; i++) {
+    const c = buf[i]!;
+    if (c === QUOTE) return i;
+    if (c === BACKSLASH) return -1;
+  }
+  return -1;
+}
+
+function cursorAt(buf: Buffer, a: number, limit: number): string | undefined {
+  const k = buf.indexOf(CURSOR_KEY, a);
+  if (k === -1 || k >= limit) return undefined;
+  const valueEnd = plainStringEnd(buf, k + CURSOR_KEY.length, limit);
+  return valueEnd < 0 ? undefined : buf.toString('utf8', k + CURSOR_KEY.length, valueEnd);
+}

@@ -11,7 +11,14 @@
 import type { EndReason, LogNotice } from '../protocol/api.js';
 import type { Clock } from '../util/clock.js';
 import { ErrorCodes, LogproxyError, isAbortError } from '../util/errors.js';
-import { formatBatch, StreamSyntaxError, type FormatOptions } from './format.js';
+import {
+  formatBatch,
+  formatBytes,
+  StreamSyntaxError,
+  type ByteBatch,
+  type FormatOptions,
+  type FormattedBatch,
+} from './format.js';
 import {
   ReconnectPolicy,
   classifyFailure,
@@ -50,7 +57,7 @@ export interface TailOptions {
   query: LogQuery;
   format: FormatOptions;
   /** Writes one batch; resolves when more may be written (stdout drained). */
-  write(chunk: string): Promise<void>;
+  write(chunk: string | Uint8Array): Promise<void>;
   clock: Clock;
   signal: AbortSignal;
   onEvent?: (event: TailEvent) => void;
@@ -169,10 +176,10 @@ async function readOnce(
     for (;;) {
       const chunk = await reader.read();
       if (chunk === undefined) break;
-      const text = splitter.push(chunk);
-      if (text === '') continue;
-      const batch = formatOrThrow(text, options.format);
-      if (batch.output !== '') await options.write(batch.output);
+      const lines = splitter.pushBytes(chunk);
+      if (lines.length === 0) continue;
+      const batch = formatChunk(lines, options.format);
+      if (batch.output.length !== 0) await options.write(batch.output);
       state.records += batch.records;
       if (batch.lastCursor !== undefined) state.cursor = batch.lastCursor;
       for (const notice of batch.notices) {
@@ -249,6 +256,15 @@ export class LineSplitter {
 
   /** Complete lines (each ending with a newline) as text, or '' when none is complete yet. */
   push(chunk: Uint8Array): string {
+    return this.pushBytes(chunk).toString('utf8');
+  }
+
+  /**
+   * Complete lines (each ending with a newline) as bytes, or an empty buffer when none is
+   * complete yet. A newline byte is never part of a multi-byte UTF-8 character: cutting after
+   * it keeps characters whole.
+   */
+  pushBytes(chunk: Uint8Array): Buffer {
     let buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     if (this.carry) {
       buf = Buffer.concat([this.carry, buf]);
@@ -257,11 +273,10 @@ export class LineSplitter {
     const last = buf.lastIndexOf(10);
     if (last < 0) {
       this.carry = Buffer.from(buf);
-      return '';
+      return EMPTY;
     }
-    // A newline byte is never part of a multi-byte UTF-8 character: cutting after it is safe.
     if (last < buf.length - 1) this.carry = Buffer.from(buf.subarray(last + 1));
-    return buf.toString('utf8', 0, last + 1);
+    return buf.subarray(0, last + 1);
   }
 
   /** Bytes of an incomplete last line. */
@@ -270,19 +285,27 @@ export class LineSplitter {
   }
 }
 
-function formatOrThrow(text: string, format: FormatOptions): ReturnType<typeof formatBatch> {
+const EMPTY = Buffer.alloc(0);
+
+/** Formats complete lines: raw and json straight from the bytes, text through a string. */
+export function formatChunk(lines: Buffer, format: FormatOptions): ByteBatch | FormattedBatch {
   try {
-    return formatBatch(text, format);
+    if (format.format === 'text') return formatBatch(lines.toString('utf8'), format);
+    return formatBytes(lines, lines.length, format.format);
   } catch (err) {
-    if (err instanceof StreamSyntaxError) {
-      throw new LogproxyError(
-        ErrorCodes.BAD_RESPONSE,
-        `${err.message}: ${JSON.stringify(err.sample)}; is this a logproxy gateway?`,
-        { cause: err },
-      );
-    }
-    throw err;
+    throw describeSyntaxError(err);
   }
+}
+
+function describeSyntaxError(err: unknown): unknown {
+  if (err instanceof StreamSyntaxError) {
+    return new LogproxyError(
+      ErrorCodes.BAD_RESPONSE,
+      `${err.message}: ${JSON.stringify(err.sample)}; is this a logproxy gateway?`,
+      { cause: err },
+    );
+  }
+  return err;
 }
 
 async function throwForResponse(response: Response): Promise<never> {

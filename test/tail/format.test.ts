@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { formatBatch, shortTime, type FormatOptions } from '../../src/tail/format.js';
+import { formatBatch, formatBytes, shortTime, type FormatOptions } from '../../src/tail/format.js';
 import type { LogNotice, LogRecord } from '../../src/protocol/api.js';
 
 /** A record as the gateway writes it (JSON.stringify, its key order). */
@@ -163,4 +163,57 @@ test('a large batch of records comes out complete and in order', () => {
   const b = formatBatch(ndjson(...lines.map((l, i) => rec(l, `c${i}`))), raw);
   assert.equal(b.output, lines.map((l) => `${l}\n`).join(''));
   assert.equal(b.lastCursor, 'c4999');
+});
+
+test('formatBytes gives raw and json the same output, cursor and notices as formatBatch', () => {
+  const lost: LogNotice = { notice: 'data_lost', ts: 't', lost_lines: 3, cursor: 'after-loss' };
+  const keepalive: LogNotice = { notice: 'keepalive', ts: 'x', cursor: 'k1' };
+  const inner = JSON.stringify({ line: 'nested', cursor: 'nested', level: 'info' });
+  const odd = JSON.stringify({
+    fields: { line: 'wrong' },
+    ts: 't',
+    source: 's',
+    line: 'right',
+    cursor: 'c-odd',
+  });
+  const batches = [
+    ndjson(rec('one', 'c1'), rec('two', 'c2')),
+    ndjson(
+      rec('say "hi" \\ there\tTAB', 'e1'),
+      rec('caf\u00e9 \u{1F600} \u0001 \ud800', 'e2'),
+      rec('"line":"looks like a key"', 'e3'),
+      rec(inner, 'e4', { level: 'info', fields: JSON.parse(inner) as Record<string, unknown> }),
+      odd,
+      rec('plain again', 'e5'),
+    ),
+    ndjson(JSON.stringify(lost), rec('a', 'c1'), JSON.stringify(lost), rec('b', 'c2')),
+    ndjson(rec('a', 'c1'), JSON.stringify(keepalive)),
+    ndjson(rec('a', 'c1')) + '\n' + ndjson(rec('b', 'c2')),
+    ndjson(JSON.stringify(keepalive)),
+    '',
+    ndjson(
+      ...Array.from({ length: 3000 }, (_, i) => rec(`l${i} ${'\u00e9'.repeat(i % 7)}`, `c${i}`)),
+    ),
+  ];
+  for (const text of batches) {
+    for (const format of ['raw', 'json'] as const) {
+      const want = formatBatch(text, { format });
+      const bytes = Buffer.from(text, 'utf8');
+      const got = formatBytes(bytes, bytes.length, format);
+      // Compared as the bytes stdout gets (a lone surrogate becomes U+FFFD either way).
+      assert.deepEqual(got.output, Buffer.from(want.output, 'utf8'), format);
+      assert.equal(got.records, want.records);
+      assert.equal(got.lastCursor, want.lastCursor);
+      assert.deepEqual(got.notices, want.notices);
+    }
+  }
+});
+
+test('formatBytes refuses garbage like formatBatch', () => {
+  for (const format of ['raw', 'json'] as const) {
+    const html = Buffer.from('<html>oops</html>\n');
+    assert.throws(() => formatBytes(html, html.length, format), /not a JSON object/);
+    const bad = Buffer.from('{"ts":"x","source":"s"}\n');
+    assert.throws(() => formatBytes(bad, bad.length, format), /neither a log record/);
+  }
 });
