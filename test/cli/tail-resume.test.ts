@@ -21,9 +21,6 @@ import {
   type StartGatewayOptions,
   type TestGateway,
 } from '../helpers/gateway.js';
-import { createDataPlane } from '../../src/gateway/data-plane.js';
-import type { GatewayConfig } from '../../src/gateway/types.js';
-import { systemClock } from '../../src/util/clock.js';
 import { CLI_BIN, cliEnv, signIn } from '../tail/cli-env.js';
 
 let context = (): string => '';
@@ -102,7 +99,7 @@ async function inProcessGateway(
     dataDir,
     ...(port !== undefined ? { port } : {}),
     accessTokenTtlMs: 6_000,
-    dataPlane: createDataPlane({} as GatewayConfig, { clock: systemClock, keepaliveMs: 300 }),
+    dataPlaneDeps: { keepaliveMs: 300 },
     targets: {
       app: {
         source: { type: 'file', paths: [file] },

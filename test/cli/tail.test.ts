@@ -9,9 +9,6 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
-import { createDataPlane } from '../../src/gateway/data-plane.js';
-import type { GatewayConfig } from '../../src/gateway/types.js';
-import { systemClock } from '../../src/util/clock.js';
 import { spawn } from 'node:child_process';
 import { CLI_BIN, cliEnv, runCli, runShell, signIn, type SignedIn } from '../tail/cli-env.js';
 
@@ -42,8 +39,8 @@ before(async () => {
     Array.from({ length: BIG_LINES }, (_, i) => `${i} ${'x'.repeat(90)}\n`).join(''),
   );
   gw = await startGateway({
-    // The file and demo sources (the data plane, config-independent).
-    dataPlane: createDataPlane({} as GatewayConfig, { clock: systemClock, keepaliveMs: 500 }),
+    // The default data plane with a short keepalive, so idle follows show it quickly.
+    dataPlaneDeps: { keepaliveMs: 500 },
     targets: {
       app: { source: { type: 'file', paths: [file] } },
       big: { source: { type: 'file', paths: [bigFile] } },

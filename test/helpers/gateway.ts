@@ -16,7 +16,8 @@
  *   `demo` target allowing everyone), `admins` (default [alice]), `autoApprove` (default
  *   'alice'; null for none: approve through the browser pages), `dataDir` and `port` (reuse
  *   both to restart "the same" gateway: its signing keys and grants live in dataDir, so earlier
- *   tokens stay valid), `dataPlane`, `tls`, `accessTokenTtlMs`, `keepData`.
+ *   tokens stay valid), `dataPlane`, `dataPlaneDeps` (tuning for the default data plane, e.g.
+ *   a short `keepaliveMs`), `tls`, `accessTokenTtlMs`, `keepData`.
  *
  * As a child process (for tests that kill or restart the gateway like an operator would):
  *
@@ -38,6 +39,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEFAULT_ALGORITHMS } from '../../src/gateway/config.js';
+import { createDataPlane, type DataPlaneDeps } from '../../src/gateway/data-plane.js';
 import { createLogger } from '../../src/gateway/logger.js';
 import { createGateway } from '../../src/gateway/server.js';
 import type { Gateway } from '../../src/gateway/server.js';
@@ -48,7 +50,7 @@ import type {
   SessionPolicyConfig,
   TargetConfig,
 } from '../../src/gateway/types.js';
-import type { Clock } from '../../src/util/clock.js';
+import { systemClock, type Clock } from '../../src/util/clock.js';
 import { deviceLogin } from './device-token.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -72,6 +74,8 @@ export interface StartGatewayOptions {
   dataDir?: string;
   port?: number;
   dataPlane?: DataPlane;
+  /** Tuning for the default data plane (built from this gateway's config), e.g. keepaliveMs. */
+  dataPlaneDeps?: Omit<DataPlaneDeps, 'clock' | 'logger'>;
   tls?: { certFile: string; keyFile: string };
   /** `public_url`: discovery and the dev issuer use it (it need not be reachable). */
   publicUrl?: string;
@@ -151,6 +155,14 @@ export async function startGateway(options: StartGatewayOptions = {}): Promise<T
   const gateway = await createGateway(config, {
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.dataPlane ? { dataPlane: options.dataPlane } : {}),
+    ...(!options.dataPlane && options.dataPlaneDeps
+      ? {
+          dataPlane: createDataPlane(config, {
+            clock: options.clock ?? systemClock,
+            ...options.dataPlaneDeps,
+          }),
+        }
+      : {}),
     logger: createLogger(process.env.LOGPROXY_TEST_LOG ? 'debug' : 'silent'),
   });
   const port = (gateway.server.address() as AddressInfo).port;
