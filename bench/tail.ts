@@ -10,6 +10,7 @@
  *    every second, printed as first / max / last. Backpressure must keep it flat.
  *
  *   npx tsc -p . && node dist/bench/tail.js [--lines 2000000] [--runs 3] [--pause 30]
+ *     [--skip memory,cli,client]
  *
  * Aim: at least a million lines a second with -o raw.
  */
@@ -19,11 +20,18 @@ import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { startGateway } from '../test/helpers/gateway.js';
-import { CLI_BIN, cliEnv, signIn } from '../test/tail/cli-env.js';
-import { formatBatch, type OutputFormat } from '../src/tail/format.js';
-import { LineSplitter } from '../src/tail/stream.js';
+// The gateway and test helpers are imported in main() only: the client child stays light.
+const { CLI_BIN, cliEnv, signIn, startGateway } = process.argv.includes('--client')
+  ? ({} as typeof import('../test/tail/cli-env.js') & typeof import('../test/helpers/gateway.js'))
+  : {
+      ...(await import('../test/tail/cli-env.js')),
+      ...(await import('../test/helpers/gateway.js')),
+    };
+import type { OutputFormat } from '../src/tail/format.js';
 import { createReadStream } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 
 const LINE_BYTES = 100;
 
@@ -107,10 +115,12 @@ async function main(): Promise<void> {
   const user = await signIn(gw.url, gw.issuer);
   const env = cliEnv(user.env);
   try {
+    const skip = (process.argv[process.argv.indexOf('--skip') + 1] ?? '').split(',');
+    const on = (part: string): boolean => !process.argv.includes('--skip') || !skip.includes(part);
     const gatewayStream = await gatewayCurl(gw.url, dir);
-    await throughput({ file, total, runs, env, gatewayStream });
-    await clientPath({ dir, file, total, runs, env });
-    await memory({ env, pauseS });
+    if (on('cli')) await throughput({ file, total, runs, env, gatewayStream });
+    if (on('client')) await clientPath({ dir, file, total, runs, env });
+    if (on('memory')) await memory({ env, pauseS });
   } finally {
     await gw.close();
     await user.cleanup();
@@ -185,10 +195,11 @@ async function throughput(o: {
 
 /**
  * tail's own path without the gateway: the gateway's NDJSON for the same file (recorded with
- * `tail -o json`, which passes records through verbatim) split, formatted and written by the
- * code the CLI runs (LineSplitter, formatBatch, one write per batch with drain) into a pipe
- * to `wc -l`; `cat FILE | wc -l` is the reference. This is the ceiling tail can reach when the
- * gateway keeps up.
+ * `tail -o json`, which passes records through verbatim) served by a plain Node HTTP server
+ * (a file read stream piped into the response), read by tail's stream code (`tailLogs` with
+ * the CLI's HTTP client, formatting, a writer that waits for drain) in a child process whose
+ * stdout is a pipe counted like the others. `curl` of the same server is what the server can
+ * give; `cat FILE` the reference. This is the ceiling tail can reach when the gateway keeps up.
  */
 async function clientPath(o: {
   dir: string;
@@ -206,60 +217,78 @@ async function clientPath(o: {
   child.stdout.pipe(out);
   await new Promise((resolve) => out.once('close', () => resolve(undefined)));
   const ndjsonBytes = (await stat(ndjson)).size;
+  const server = createServer({ highWaterMark: 1 << 20 }, (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+    createReadStream(ndjson, { highWaterMark: 1 << 20 }).pipe(res);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   console.log(
-    `\nclient path alone (NDJSON from the file, ${fmt(ndjsonBytes / 1e6, 1)} MB -> format -> ` +
-      'pipe to wc -l)',
+    `\nclient path alone (the recorded NDJSON, ${fmt(ndjsonBytes / 1e6, 1)} MB, from a plain ` +
+      "Node server -> tail's stream code in a child -> pipe; best of " +
+      `${o.runs})`,
   );
-
-  const wc = async (feed: (stdin: NodeJS.WritableStream) => Promise<void>) => {
-    const started = process.hrtime.bigint();
-    const counter = spawn('wc', ['-l'], { stdio: ['pipe', 'pipe', 'inherit'] });
-    let text = '';
-    counter.stdout.setEncoding('utf8').on('data', (s: string) => (text += s));
-    const closed = new Promise((resolve) => counter.once('close', resolve));
-    await feed(counter.stdin);
-    counter.stdin.end();
-    await closed;
-    return { lines: Number(text.trim()), seconds: Number(process.hrtime.bigint() - started) / 1e9 };
-  };
-  const catFeed = (stdin: NodeJS.WritableStream) =>
-    new Promise<void>((resolve, reject) => {
-      const r = createReadStream(o.file, { highWaterMark: 1 << 20 });
-      r.on('error', reject);
-      r.on('end', () => resolve());
-      r.pipe(stdin, { end: false });
-    });
-  const tailFeed = (format: OutputFormat) => async (stdin: NodeJS.WritableStream) => {
-    const splitter = new LineSplitter();
-    for await (const chunk of createReadStream(ndjson, { highWaterMark: 1 << 20 })) {
-      const batch = formatBatch(splitter.push(chunk as Buffer), { format });
-      if (!stdin.write(batch.output)) {
-        await new Promise((resolve) => stdin.once('drain', () => resolve(undefined)));
+  const me = fileURLToPath(import.meta.url);
+  const contestants: Array<[string, string, string[]]> = [
+    ['cat FILE', 'cat', [o.file]],
+    ['curl server', 'curl', ['-sfN', `${url}/v1/sessions/x/logs`]],
+    ['tail code raw', process.execPath, [me, '--client', url, 'raw']],
+    ['tail code json', process.execPath, [me, '--client', url, 'json']],
+    ['tail code text', process.execPath, [me, '--client', url, 'text']],
+  ];
+  const best = new Map<string, number>();
+  try {
+    for (let run = 0; run < o.runs; run++) {
+      for (const [name, command, args] of contestants) {
+        const r = await timed(command, args, o.env);
+        if (r.lines !== o.total) throw new Error(`${name}: ${r.lines} lines, want ${o.total}`);
+        best.set(name, Math.min(best.get(name) ?? Infinity, r.seconds));
       }
     }
-  };
-
-  const best = new Map<string, number>();
-  const contestants: Array<[string, (stdin: NodeJS.WritableStream) => Promise<void>]> = [
-    ['cat file', catFeed],
-    ['format raw', tailFeed('raw')],
-    ['format json', tailFeed('json')],
-    ['format text', tailFeed('text')],
-  ];
-  for (let run = 0; run < o.runs; run++) {
-    for (const [name, feed] of contestants) {
-      const r = await wc(feed);
-      if (r.lines !== o.total) throw new Error(`${name}: ${r.lines} lines, want ${o.total}`);
-      best.set(name, Math.min(best.get(name) ?? Infinity, r.seconds));
-    }
+  } finally {
+    server.close();
   }
-  const ref = o.total / best.get('cat file')!;
+  const ref = o.total / best.get('cat FILE')!;
+  const served = o.total / best.get('curl server')!;
   for (const [name] of contestants) {
     const rate = o.total / best.get(name)!;
     console.log(
-      `  ${name.padEnd(15)} ${fmt(rate).padStart(12)} lines/s` +
-        (name === 'cat file' ? '' : `  ratio to cat ${fmt(rate / ref, 3)}`),
+      `  ${name.padEnd(15)} ${fmt(rate).padStart(12)} lines/s  ${fmt(best.get(name)!, 2)} s` +
+        (name === 'cat FILE' ? '' : `  ratio to cat ${fmt(rate / ref, 3)}`) +
+        (name.startsWith('tail') ? `  to curl ${fmt(rate / served, 3)}` : ''),
     );
+  }
+}
+
+/**
+ * The child of clientPath: tail's stream code (the CLI's HTTP client, tailLogs, a writer that
+ * waits for drain) reading `URL/v1/sessions/x/logs` once, into stdout.
+ */
+async function clientChild(url: string, format: OutputFormat): Promise<void> {
+  const { createHttpClient } = await import('../src/auth/http.js');
+  const { tailLogs } = await import('../src/tail/stream.js');
+  const { systemClock } = await import('../src/util/clock.js');
+  const client = createHttpClient({ bodyTimeoutMs: 60_000 });
+  const out = process.stdout;
+  try {
+    await tailLogs({
+      fetch: client as unknown as (input: string, init?: RequestInit) => Promise<Response>,
+      session: {
+        acquire: () => Promise.resolve({ baseUrl: url, sessionId: 'x' }),
+        token: () => Promise.resolve('bench'),
+        refreshToken: () => Promise.resolve('bench'),
+        lost: (_id, error) => Promise.reject(error),
+      },
+      query: { follow: false },
+      format: { format },
+      write: async (chunk) => {
+        if (!out.write(chunk)) await new Promise((resolve) => out.once('drain', resolve));
+      },
+      clock: systemClock,
+      signal: new AbortController().signal,
+    });
+  } finally {
+    await client.close();
   }
 }
 
@@ -306,4 +335,9 @@ async function memory(o: { env: NodeJS.ProcessEnv; pauseS: number }): Promise<vo
   );
 }
 
-await main();
+const clientAt = process.argv.indexOf('--client');
+if (clientAt > 0) {
+  await clientChild(process.argv[clientAt + 1]!, process.argv[clientAt + 2] as OutputFormat);
+} else {
+  await main();
+}

@@ -388,6 +388,7 @@ export function formatBytes(buf: Buffer, end: number, format: 'raw' | 'json'): B
   let lastEnd = -1;
   let lastLimit = -1;
   let lastCursor: string | undefined;
+  let keyOffset = -1;
 
   for (let a = 0; a < end;) {
     let e = buf.indexOf(NEWLINE, a);
@@ -405,18 +406,32 @@ export function formatBytes(buf: Buffer, end: number, format: 'raw' | 'json'): B
     }
     const f = fieldsKey.next(start);
     const limit = f === -1 || f >= e ? e : f;
-    const k = lineKey.next(start);
-    let valueEnd = -1;
-    if (k !== -1 && k < limit) valueEnd = plainStringEnd(buf, k + LINE_KEY.length, e);
-    if (valueEnd >= 0) {
-      // The fast path: a line without escapes.
+    // Consecutive records mostly put `"line":"` at the same offset (same time format, same
+    // source): try there before searching. A match before `fields` is the key (see Scanner).
+    let k = start + keyOffset;
+    if (keyOffset < 0 || k + LINE_KEY.length > limit || !startsWithLineKey(buf, k)) {
+      k = lineKey.next(start);
+      if (k !== -1 && k < limit) keyOffset = k - start;
+      else k = -1;
+    }
+    if (k >= 0) {
+      let plain = !raw;
       if (raw) {
-        o += buf.copy(out!, o, k + LINE_KEY.length, valueEnd);
-        out![o++] = NEWLINE;
+        // The fast path: copy the value while looking for its end; an escape sends the
+        // record to JSON.parse below.
+        const next = copyPlainLine(buf, k + LINE_KEY.length, e, out!, o);
+        if (next >= 0) {
+          o = next;
+          plain = true;
+        }
       }
-      records++;
-      [lastStart, lastEnd, lastLimit] = [start, e, limit];
-      continue;
+      if (plain) {
+        records++;
+        lastStart = start;
+        lastEnd = e;
+        lastLimit = limit;
+        continue;
+      }
     }
     const text = buf.toString('utf8', start, e);
     const value = parseLine(text, 0, text.length);
@@ -464,6 +479,29 @@ function cut(
   const target = out ?? Buffer.allocUnsafe(buf.length);
   const copied = buf.copy(target, o, run, skipFrom);
   return [target, o + copied, skipTo];
+}
+
+/**
+ * Copies a JSON string's content starting at `i` to `out` at `o`, then a newline, and returns
+ * the new end of `out`; -1 (nothing counted as written) when the content has an escape or
+ * the line ends first. A small function of its own: V8 optimizes this loop far better here.
+ */
+function copyPlainLine(buf: Buffer, i: number, e: number, out: Buffer, o: number): number {
+  for (; i < e; i++) {
+    const c = buf[i]!;
+    if (c === QUOTE) {
+      out[o] = NEWLINE;
+      return o + 1;
+    }
+    if (c === BACKSLASH) return -1;
+    out[o++] = c;
+  }
+  return -1;
+}
+
+function startsWithLineKey(buf: Buffer, at: number): boolean {
+  for (let i = 0; i < LINE_KEY.length; i++) if (buf[at + i] !== LINE_KEY[i]) return false;
+  return true;
 }
 
 /**
