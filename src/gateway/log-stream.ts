@@ -151,6 +151,46 @@ function writeDecimal(out: Buffer, o: number, value: number): number {
   return o + digits;
 }
 
+/** True for a byte a JSON string cannot hold as it is (a newline is the line's end). */
+function unsafeByte(c: number): boolean {
+  return (c < 32 && c !== 10) || c > 127 || c === 34 || c === 92;
+}
+
+/**
+ * The offset of the first byte in buf[from, end) that a JSON string cannot hold as it is
+ * (a control character other than newline, `"`, `\\`, or a byte of non-ASCII UTF-8), or
+ * `end` when there is none. `words` views buf as 32-bit words from byte `wordBase` on: four
+ * bytes are checked at once (SWAR), and only a word that may hold such a byte is looked at
+ * byte by byte, so a chunk of plain lines costs about a quarter of a byte loop.
+ */
+function firstUnsafe(
+  buf: Buffer,
+  words: Int32Array,
+  wordBase: number,
+  from: number,
+  end: number,
+): number {
+  let i = from;
+  while (i < end && (i < wordBase || ((i - wordBase) & 3) !== 0)) {
+    if (unsafeByte(buf[i]!)) return i;
+    i++;
+  }
+  const lastWord = Math.min(words.length, (end - wordBase) >> 2);
+  for (let j = (i - wordBase) >> 2; j < lastWord; j++) {
+    const x = words[j]!;
+    const q = x ^ 0x22222222;
+    const b = x ^ 0x5c5c5c5c;
+    // A byte below 0x20, a byte with its top bit set, a byte equal to `"` or to `\\`.
+    const t = ((x - 0x20202020) & ~x) | x | ((q - 0x01010101) & ~q) | ((b - 0x01010101) & ~b);
+    if ((t & 0x80808080) !== 0) {
+      const k0 = wordBase + j * 4;
+      for (let k = k0; k < k0 + 4; k++) if (unsafeByte(buf[k]!)) return k;
+    }
+  }
+  for (i = Math.max(i, wordBase + lastWord * 4); i < end; i++) if (unsafeByte(buf[i]!)) return i;
+  return end;
+}
+
 /** A JSON string literal; the common case (nothing to escape) is one concatenation. */
 export function jsonString(s: string): string {
   return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
@@ -198,6 +238,7 @@ export interface StreamOptions {
 class NdjsonWriter {
   private out = '';
   private bout: Buffer = Buffer.allocUnsafe(OUT_BUFFER_BYTES);
+  private boutView = new DataView(this.bout.buffer, this.bout.byteOffset, this.bout.length);
   private blen = 0;
   private readonly spare: Buffer[] = [];
   private lastActivityMs: number;
@@ -254,6 +295,16 @@ class NdjsonWriter {
       'utf8',
     );
     const mid = Buffer.from(`,"cursor":"${batch.cursorPrefix}`, 'utf8');
+    const wordBase = (4 - (buf.byteOffset & 3)) & 3;
+    const words = new Int32Array(
+      buf.buffer,
+      buf.byteOffset + wordBase,
+      Math.max(0, (buf.length - wordBase) >> 2),
+    );
+    const view = new DataView(buf.buffer, buf.byteOffset, buf.length);
+    const scanEnd = ends.length > 0 ? ends[ends.length - 1]! : 0;
+    // The first byte at or after `unsafeFrom` that needs escaping: lines before it need none.
+    let unsafeAt = -1;
     for (let i = 0; i < starts.length; i++) {
       const start = starts[i]!;
       const end = ends[i]!;
@@ -263,9 +314,10 @@ class NdjsonWriter {
         text = buf.toString('utf8', start, end);
         if (!grep.test(text)) continue;
       }
+      if (unsafeAt < start) unsafeAt = firstUnsafe(buf, words, wordBase, start, scanEnd);
 
-      if (!isJson && this.copyPlain(head, mid, buf, start, end, positions[i]!)) {
-        // done: a plain line went out as bytes
+      if (!isJson && unsafeAt >= end) {
+        this.copyPlain(head, mid, view, start, end, positions[i]!);
       } else {
         text ??= buf.toString('utf8', start, end);
         const quoted = jsonString(text);
@@ -298,29 +350,29 @@ class NdjsonWriter {
   }
 
   /**
-   * Copies a line that is printable ASCII without `"` or `\\` (valid in a JSON string as it
-   * is) into the output with its record around it. Returns false, having written nothing,
-   * when the line is not like that.
+   * Copies a line that is ASCII without control characters, `"` or `\\` (valid in a JSON
+   * string as it is) into the output with its record around it, four bytes at a time
+   * (DataView reads and writes compile to plain loads and stores; `Buffer.copy` costs more
+   * in call overhead than it saves on 100 bytes).
    */
   private copyPlain(
     head: Buffer,
     mid: Buffer,
-    buf: Buffer,
+    src: DataView,
     start: number,
     end: number,
     position: number,
-  ): boolean {
+  ): void {
     this.reserve(head.length + mid.length + (end - start) + 24);
     const out = this.bout;
+    const view = this.boutView;
     let o = this.blen;
     out.set(head, o);
     o += head.length;
     out[o++] = 34;
-    for (let k = start; k < end; k++) {
-      const c = buf[k]!;
-      if (c < 32 || c > 126 || c === 34 || c === 92) return false;
-      out[o++] = c;
-    }
+    let k = start;
+    for (; k + 4 <= end; k += 4, o += 4) view.setInt32(o, src.getInt32(k, true), true);
+    for (; k < end; k++) out[o++] = src.getUint8(k);
     out[o++] = 34;
     out.set(mid, o);
     o += mid.length;
@@ -329,21 +381,25 @@ class NdjsonWriter {
     out[o++] = 125;
     out[o++] = 10;
     this.blen = o;
-    return true;
   }
 
   /** Makes room for `bytes` more in the output buffer, flushing what is there if needed. */
   private reserve(bytes: number): void {
     if (this.blen + bytes <= this.bout.length) return;
     if (this.blen > 0) this.pushBuffer();
-    if (bytes > this.bout.length) this.bout = Buffer.allocUnsafe(bytes);
+    if (bytes > this.bout.length) this.setOut(Buffer.allocUnsafe(bytes));
+  }
+
+  private setOut(buf: Buffer): void {
+    this.bout = buf;
+    this.boutView = new DataView(buf.buffer, buf.byteOffset, buf.length);
   }
 
   /** Hands the filled part of the output buffer to the response (without waiting). */
   private pushBuffer(): boolean {
     const full = this.bout;
     const chunk = full.subarray(0, this.blen);
-    this.bout = this.spare.pop() ?? Buffer.allocUnsafe(OUT_BUFFER_BYTES);
+    this.setOut(this.spare.pop() ?? Buffer.allocUnsafe(OUT_BUFFER_BYTES));
     this.blen = 0;
     // Once the socket has taken the bytes the buffer can be filled again: fewer big
     // allocations, less garbage collection.
