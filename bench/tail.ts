@@ -235,6 +235,7 @@ async function clientPath(o: {
     ['tail code raw', process.execPath, [me, '--client', url, 'raw']],
     ['tail code json', process.execPath, [me, '--client', url, 'json']],
     ['tail code text', process.execPath, [me, '--client', url, 'text']],
+    ['raw via fetch', process.execPath, [me, '--client', url, 'raw', 'fetch']],
   ];
   const best = new Map<string, number>();
   try {
@@ -261,11 +262,18 @@ async function clientPath(o: {
 }
 
 /**
- * The child of clientPath: tail's stream code (the CLI's HTTP client, tailLogs, a writer that
- * waits for drain) reading `URL/v1/sessions/x/logs` once, into stdout.
+ * The child of clientPath: tail's stream code (the CLI's transport, or its HTTP client's fetch
+ * with `fetch` last, tailLogs, a writer that waits for drain) reading `URL/v1/sessions/x/logs` once, into stdout.
  */
-async function clientChild(url: string, format: OutputFormat): Promise<void> {
+async function clientChild(url: string, format: OutputFormat, viaFetch: boolean): Promise<void> {
   const { createHttpClient } = await import('../src/auth/http.js');
+  const { createStreamTransport } = await import('../src/tail/transport.js');
+  const transport = createStreamTransport({
+    env: process.env,
+    timeoutMs: 30_000,
+    bodyTimeoutMs: 60_000,
+    serverName: 'the server',
+  });
   const { tailLogs } = await import('../src/tail/stream.js');
   const { systemClock } = await import('../src/util/clock.js');
   const client = createHttpClient({ bodyTimeoutMs: 60_000 });
@@ -273,6 +281,7 @@ async function clientChild(url: string, format: OutputFormat): Promise<void> {
   try {
     await tailLogs({
       fetch: client as unknown as (input: string, init?: RequestInit) => Promise<Response>,
+      ...(viaFetch ? {} : { request: transport.request }),
       session: {
         acquire: () => Promise.resolve({ baseUrl: url, sessionId: 'x' }),
         token: () => Promise.resolve('bench'),
@@ -288,7 +297,7 @@ async function clientChild(url: string, format: OutputFormat): Promise<void> {
       signal: new AbortController().signal,
     });
   } finally {
-    await client.close();
+    await Promise.all([client.close(), transport.close()]);
   }
 }
 
@@ -337,7 +346,8 @@ async function memory(o: { env: NodeJS.ProcessEnv; pauseS: number }): Promise<vo
 
 const clientAt = process.argv.indexOf('--client');
 if (clientAt > 0) {
-  await clientChild(process.argv[clientAt + 1]!, process.argv[clientAt + 2] as OutputFormat);
+  const [url, format, via] = process.argv.slice(clientAt + 1);
+  await clientChild(url!, format as OutputFormat, via === 'fetch');
 } else {
   await main();
 }

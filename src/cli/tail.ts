@@ -44,6 +44,8 @@ export interface TailServices {
   tokens: AccessTokenSource;
   /** The HTTP client's fetch, for the log stream (no body timeout: keepalives flow). */
   fetch: (input: string, init?: RequestInit) => Promise<Response>;
+  /** The log stream's faster transport (src/tail/transport.ts); `fetch` when absent. */
+  request?: import('../tail/transport.js').StreamRequest;
   /** A device login that stores new credentials; undefined when unavailable. */
   signIn?(callbacks: DeviceLoginCallbacks, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
@@ -247,6 +249,7 @@ async function tailWith(
   try {
     await tailLogs({
       fetch: services.fetch,
+      ...(services.request ? { request: services.request } : {}),
       session: source,
       query: {
         follow: options.follow,
@@ -491,13 +494,14 @@ const STREAM_SILENCE_MS = 60_000;
 
 /** The real auth services for the resolved gateway and profile. */
 async function loadServices(options: TailOptions, io: IO): Promise<TailServices> {
-  const [config, http, store, refresh, gatewayApi, signInModule] = await Promise.all([
+  const [config, http, store, refresh, gatewayApi, signInModule, transport] = await Promise.all([
     import('./config.js'),
     import('../auth/http.js'),
     import('../auth/token-store.js'),
     import('../auth/refresh.js'),
     import('../auth/gateway-api.js'),
     import('../auth/sign-in.js'),
+    import('../tail/transport.js'),
   ]);
   const settings = await config.resolveClientSettings(
     {
@@ -520,6 +524,14 @@ async function loadServices(options: TailOptions, io: IO): Promise<TailServices>
     bodyTimeoutMs: STREAM_SILENCE_MS,
   });
   streamClient.nameServer(gateway, 'the gateway');
+  // The stream itself goes through undici's request(): fetch's body stream costs more than
+  // formatting at a million lines a second. Same timeouts and proxies.
+  const stream = transport.createStreamTransport({
+    env: io.env,
+    timeoutMs: streamClient.timeoutMs,
+    bodyTimeoutMs: STREAM_SILENCE_MS,
+    serverName: 'the gateway',
+  });
   const tokenStore = await store.storeForProfile(
     gateway,
     settings.profile,
@@ -542,6 +554,7 @@ async function loadServices(options: TailOptions, io: IO): Promise<TailServices>
     api,
     tokens,
     fetch: streamClient as unknown as TailServices['fetch'],
+    request: stream.request,
     async signIn(callbacks, signal) {
       // Re-authentication writes to the store this process already reads from.
       await signInModule.signIn({
@@ -555,7 +568,7 @@ async function loadServices(options: TailOptions, io: IO): Promise<TailServices>
       });
     },
     async close() {
-      await Promise.allSettled([client.close(), streamClient.close()]);
+      await Promise.allSettled([client.close(), streamClient.close(), stream.close()]);
     },
   };
 }

@@ -351,7 +351,7 @@ class ByteFinder {
   constructor(
     private readonly buf: Buffer,
     private readonly end: number,
-    private readonly pattern: Buffer,
+    private readonly pattern: Buffer | number,
   ) {}
 
   next(from: number): number {
@@ -377,6 +377,7 @@ export function formatBytes(buf: Buffer, end: number, format: 'raw' | 'json'): B
   const raw = format === 'raw';
   const lineKey = new ByteFinder(buf, end, LINE_KEY);
   const fieldsKey = new ByteFinder(buf, end, FIELDS_KEY);
+  const backslash = new ByteFinder(buf, end, BACKSLASH);
   // raw: decoded lines are never longer than their records, so one buffer the size of the
   // input holds the output. json: allocated only when a notice must be cut out.
   let out: Buffer | undefined = raw ? Buffer.allocUnsafe(end) : undefined;
@@ -417,12 +418,19 @@ export function formatBytes(buf: Buffer, end: number, format: 'raw' | 'json'): B
     if (k >= 0) {
       let plain = !raw;
       if (raw) {
-        // The fast path: copy the value while looking for its end; an escape sends the
-        // record to JSON.parse below.
-        const next = copyPlainLine(buf, k + LINE_KEY.length, e, out!, o);
-        if (next >= 0) {
-          o = next;
-          plain = true;
+        // The fast path: no backslash before the closing quote. Native searches and one
+        // copy per line beat a JavaScript byte loop here (measured about 2x). An escape
+        // sends the record to JSON.parse below.
+        const from = k + LINE_KEY.length;
+        const quote = buf.indexOf(QUOTE, from);
+        if (quote !== -1 && quote < e) {
+          const escape = backslash.next(from);
+          if (escape === -1 || escape > quote) {
+            out!.set(buf.subarray(from, quote), o);
+            o += quote - from;
+            out![o++] = NEWLINE;
+            plain = true;
+          }
         }
       }
       if (plain) {
@@ -479,24 +487,6 @@ function cut(
   const target = out ?? Buffer.allocUnsafe(buf.length);
   const copied = buf.copy(target, o, run, skipFrom);
   return [target, o + copied, skipTo];
-}
-
-/**
- * Copies a JSON string's content starting at `i` to `out` at `o`, then a newline, and returns
- * the new end of `out`; -1 (nothing counted as written) when the content has an escape or
- * the line ends first. A small function of its own: V8 optimizes this loop far better here.
- */
-function copyPlainLine(buf: Buffer, i: number, e: number, out: Buffer, o: number): number {
-  for (; i < e; i++) {
-    const c = buf[i]!;
-    if (c === QUOTE) {
-      out[o] = NEWLINE;
-      return o + 1;
-    }
-    if (c === BACKSLASH) return -1;
-    out[o++] = c;
-  }
-  return -1;
 }
 
 function startsWithLineKey(buf: Buffer, at: number): boolean {

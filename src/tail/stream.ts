@@ -8,7 +8,9 @@
  * Backpressure: the next chunk is read from the gateway only after `write` resolved, so a slow
  * reader of stdout slows the gateway's stream instead of growing this process.
  */
+import type { Readable } from 'node:stream';
 import type { EndReason, LogNotice } from '../protocol/api.js';
+import type { StreamRequest } from './transport.js';
 import type { Clock } from '../util/clock.js';
 import { ErrorCodes, LogproxyError, isAbortError } from '../util/errors.js';
 import {
@@ -53,6 +55,11 @@ export type TailEvent =
 
 export interface TailOptions {
   fetch: FetchLike;
+  /**
+   * The faster transport for the stream (transport.ts: undici `request()`, Node stream body);
+   * without it, `fetch`.
+   */
+  request?: StreamRequest;
   session: SessionSource;
   query: LogQuery;
   format: FormatOptions;
@@ -155,11 +162,15 @@ async function readOnce(
   const url =
     `${base}/v1/sessions/${encodeURIComponent(current.sessionId)}/logs?` +
     resumeParams(query, state.cursor).toString();
-  const response = await options.fetch(url, {
-    headers: { authorization: `Bearer ${token}`, accept: 'application/x-ndjson' },
-    signal,
-  });
-  if (!response.ok || !response.body) await throwForResponse(response);
+  const headers = { authorization: `Bearer ${token}`, accept: 'application/x-ndjson' };
+  let reader: ChunkReader;
+  if (options.request) {
+    reader = new NodeBatchReader((await options.request(url, headers, signal)).body);
+  } else {
+    const response = await options.fetch(url, { headers, signal });
+    if (!response.ok || !response.body) await throwForResponse(response);
+    reader = new BatchReader(response.body!.getReader());
+  }
 
   onConnected();
   options.onEvent?.({
@@ -169,7 +180,6 @@ async function readOnce(
   });
   state.connected = true;
 
-  const reader = new BatchReader(response.body!.getReader());
   const splitter = new LineSplitter();
   let ended: LogNotice | undefined;
   try {
@@ -195,11 +205,62 @@ async function readOnce(
   return query.follow ? { kind: 'closed' } : { kind: 'complete' };
 }
 
+interface ChunkReader {
+  /** The next batch of bytes, or undefined at the end of the body. */
+  read(): Promise<Uint8Array | undefined>;
+  /** Stops reading: frees the connection when we leave early (error, abort). */
+  release(): void;
+}
+
+/**
+ * A Node stream body: each read takes everything already buffered (one `read()` call), so a
+ * fast stream is formatted and written in large batches and a slow one as each chunk lands.
+ */
+class NodeBatchReader implements ChunkReader {
+  constructor(private readonly body: Readable) {
+    // An error with nobody waiting must not become an uncaught exception.
+    body.on('error', () => undefined);
+  }
+
+  async read(): Promise<Uint8Array | undefined> {
+    const body = this.body;
+    for (;;) {
+      const chunk = body.read() as Buffer | null;
+      if (chunk !== null) return chunk;
+      if (body.errored) throw body.errored;
+      if (body.readableEnded) return undefined;
+      if (body.destroyed) {
+        // Closed before its end without an error: never mistake that for a complete stream.
+        throw new LogproxyError(ErrorCodes.UNREACHABLE, 'the log stream was cut', {
+          retryable: true,
+        });
+      }
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          body.off('readable', done);
+          body.off('end', done);
+          body.off('error', done);
+          body.off('close', done);
+          resolve();
+        };
+        body.on('readable', done);
+        body.on('end', done);
+        body.on('error', done);
+        body.on('close', done);
+      });
+    }
+  }
+
+  release(): void {
+    if (!this.body.readableEnded) this.body.destroy();
+  }
+}
+
 /**
  * Reads one chunk, then whatever else is already queued (up to BATCH_BYTES), so a fast stream
  * is formatted and written in large batches while a slow one is written as each chunk lands.
  */
-class BatchReader {
+class BatchReader implements ChunkReader {
   /** A read that lost the "already there?" race: its chunk comes next. */
   private pending: Promise<ReadResult> | undefined;
 
