@@ -141,6 +141,18 @@ export function parseLogQuery(query: URLSearchParams, nowMs: number): LogQuery |
 const NEEDS_ESCAPE = /["\\\u0000-\u001f]/;
 /** Writes a non-negative integer's decimal digits at `o`; returns the offset after them. */
 function writeDecimal(out: Buffer, o: number, value: number): number {
+  if (value < 0x80000000) {
+    // Below 2 GiB the digits come from int32 arithmetic: no floating-point division or fmod.
+    let digits = 1;
+    for (let v = value; v >= 10; v = (v / 10) | 0) digits++;
+    let v = value | 0;
+    for (let k = o + digits - 1; k >= o; k--) {
+      const q = (v / 10) | 0;
+      out[k] = 48 + v - q * 10;
+      v = q;
+    }
+    return o + digits;
+  }
   let digits = 1;
   for (let v = value; v >= 10; v = Math.floor(v / 10)) digits++;
   let v = value;
