@@ -84,24 +84,27 @@ Exit codes: 0 ended, 5 gateway lost, 10 idle timeout, 11 maximum lifetime, 12 re
     )
     .action(async (target: string, flags: Record<string, unknown>) => {
       const options = validateConnectOptions(target, flags, ctx.globals().verbose);
-      await keepYoungGenerationSmall();
+      await tuneV8();
       ctx.exitCode = await runConnect(options, ctx.io);
     });
 }
 
 /**
- * A tunnel is a long-lived process that mostly moves short-lived buffers: V8's default lets
- * the young generation grow to 16 MB per semi-space (32 MB committed), which a tunnel fills
- * with garbage after a few hundred requests and keeps as RSS. Without growth it stays at
- * 1 MB per semi-space: measured 12 MB less RSS idle after requests and 20 MB less at the
- * streaming peak, same throughput (docs/benchmarks.md, "Tunnel"). `--max-semi-space-size`
- * is only read when the heap is created; the growth factor is read at each resize, so it
- * works when set here. Only the CLI process running `connect` sets it (not tests calling
- * runConnect in-process).
+ * V8 settings for a long-lived process that mostly moves short-lived buffers; set from here
+ * because only the CLI process running `connect` should get them (not tests that call
+ * runConnect in-process). Measured in docs/benchmarks.md, "Tunnel":
+ * - Young generation without growth: V8's default lets it grow to 16 MB per semi-space,
+ *   which a tunnel fills with garbage after a few hundred requests and keeps as RSS; it
+ *   stays at 1 MB per semi-space (12 MB less RSS after requests, 20 MB less at the streaming
+ *   peak, same throughput). `--max-semi-space-size` is only read when the heap is created;
+ *   the growth factor is read at each resize, so it works when set here.
+ * - Optimising compilation on the main thread: on a background thread its scratch memory
+ *   stays in that thread's malloc arena (about 10 MB of RSS, for good, after start-up).
  */
-async function keepYoungGenerationSmall(): Promise<void> {
+async function tuneV8(): Promise<void> {
   const v8 = await import('node:v8');
   v8.setFlagsFromString('--semi-space-growth-factor=1');
+  v8.setFlagsFromString('--no-concurrent-recompilation');
 }
 
 function parsePort(value: string): number {
