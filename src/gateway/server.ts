@@ -266,6 +266,8 @@ interface Route {
 
 const ID = '([^/]+)';
 
+const STARTING = problem('upstreamUnavailable', 503, 'the gateway is starting; try again shortly');
+
 class App {
   issuer = '';
   devProvider?: DevProvider;
@@ -338,6 +340,11 @@ class App {
   private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://gateway.invalid');
     const path = url.pathname;
+    // The port is bound before the embedded issuer exists (its URL needs the port): a request
+    // in between gets "try again" rather than a discovery document with no issuer.
+    if (!this.verifier) {
+      return sendProblem(res, STARTING, { 'retry-after': '1' });
+    }
     if (this.devProvider && isUnder(path, this.devProvider.mountPath)) {
       return this.devProvider.handle(req, res);
     }
@@ -610,6 +617,7 @@ class App {
 
   private async upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://gateway.invalid');
+    if (!this.verifier) return rejectUpgrade(socket, STARTING, { 'retry-after': '1' });
     const m = /^\/v1\/sessions\/([^/]+)\/forward(\/.*)?$/.exec(url.pathname);
     if (!m) return rejectUpgrade(socket, problem('notFound', 404, 'no WebSocket here'));
     const result = await this.verify(req);
