@@ -422,13 +422,15 @@ class NdjsonWriter {
 
   async writeNotice(notice: LogNotice): Promise<void> {
     this.out += JSON.stringify(notice) + '\n';
-    await this.flush();
+    // Keepalives and other notices are the gateway talking, not the person reading logs: a
+    // quiet `tail -f` must still reach its idle timeout.
+    await this.flush({ logData: false });
   }
 
   /** Writes what is buffered; waits while the client is not reading. */
-  async flush(): Promise<void> {
+  async flush({ logData = true }: { logData?: boolean } = {}): Promise<void> {
     if (this.out === '' && this.blen === 0) return;
-    this.noteActivity();
+    if (logData) this.noteActivity();
     this.lastWriteMs = this.options.clock.now();
     let ok = true;
     if (this.blen > 0) ok = this.pushBuffer();

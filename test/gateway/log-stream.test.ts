@@ -154,6 +154,27 @@ test('following demo: new lines as their time comes, keepalives carry the cursor
   assert.ok(Date.parse(recs[0]!.ts) >= Date.now() - 2000);
 });
 
+test("keepalives are not activity: only log lines keep a follower's session alive", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), 'lp-quiet-'));
+  const h = await startHarness(targetOf({ type: 'file', paths: [path.join(dir, '*.log')] }), {
+    keepaliveMs: 50,
+  });
+  t.after(async () => {
+    await h.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  await writeFile(path.join(dir, 'app.log'), '');
+  const f = followLogs(logsUrl(h, { follow: 'true' }));
+  t.after(() => f.close());
+  // Well past the once-a-second activity throttle, with a keepalive every 50 ms.
+  await f.waitFor((r) => noticesOf(r).length >= 30, 'thirty keepalives');
+  assert.equal(h.activity(), 1, 'only the start of the request counted');
+
+  await writeFile(path.join(dir, 'app.log'), 'hello\n');
+  await f.waitFor((r) => linesOf(r).length === 1, 'the new line');
+  assert.equal(h.activity(), 2, 'a line read is activity');
+});
+
 test('when the session ends a follower gets session_ended and can resume exactly', async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), 'lp-end-'));
   const h = await startHarness(targetOf({ type: 'file', paths: [path.join(dir, '*.log')] }));
