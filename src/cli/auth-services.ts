@@ -10,7 +10,7 @@ import { createGatewayApi, type GatewayClient } from '../auth/gateway-api.js';
 import { createHttpClient, type HttpClient } from '../auth/http.js';
 import { findProfileRecord } from '../auth/profiles.js';
 import { createTokenManager, type TokenManager, type TokenManagerEvent } from '../auth/refresh.js';
-import { signIn, type SignInCallbacks, type SignInResult } from '../auth/sign-in.js';
+import type { SignInCallbacks, SignInResult } from '../auth/sign-in.js';
 import { storeForProfile } from '../auth/token-store.js';
 import type { TokenStore } from '../auth/types.js';
 import { discoverGateway } from '../auth/discovery.js';
@@ -105,6 +105,9 @@ export async function openAuthServices(
     tokens,
     api,
     async signIn(callbacks, signal) {
+      // Loaded on first use: openid-client is memory that a long-running tunnel which never
+      // re-authenticates does not need.
+      const { signIn } = await import('../auth/sign-in.js');
       const result = await signIn({
         gateway,
         profile,

@@ -492,34 +492,24 @@ async function signInInline(
 /** Longest silence on the log stream before it counts as a dead connection. */
 const STREAM_SILENCE_MS = 60_000;
 
-/** The real auth services for the resolved gateway and profile. */
+/** The real auth services for the resolved gateway and profile, plus the stream's transport. */
 async function loadServices(options: TailOptions, io: IO): Promise<TailServices> {
-  const [config, http, store, refresh, gatewayApi, signInModule, transport] = await Promise.all([
-    import('./config.js'),
+  const [{ openAuthServices }, http, transport] = await Promise.all([
+    import('./auth-services.js'),
     import('../auth/http.js'),
-    import('../auth/token-store.js'),
-    import('../auth/refresh.js'),
-    import('../auth/gateway-api.js'),
-    import('../auth/sign-in.js'),
     import('../tail/transport.js'),
   ]);
-  const settings = await config.resolveClientSettings(
-    {
-      ...(options.gateway !== undefined ? { gateway: options.gateway } : {}),
-      ...(options.profile !== undefined ? { profile: options.profile } : {}),
-    },
-    io.env,
+  const services = await openAuthServices(
+    { gateway: options.gateway, profile: options.profile, verbose: options.verbose },
+    io,
   );
-  const gateway = await config.requireGateway(settings);
-  const trace = (line: string): void => void io.stderr.write(`${line}\n`);
-  const client = http.createHttpClient({ verbose: options.verbose, trace, env: io.env });
-  client.nameServer(gateway, 'the gateway');
+  const { gateway } = services;
   // The gateway sends a keepalive at least every 15 s while following, so a minute without a
   // byte means a dead link (a cut that sent no reset): give up on that connection and resume
   // from the cursor. A reader that holds tail back that long costs a reconnect, never a line.
   const streamClient = http.createHttpClient({
     verbose: options.verbose,
-    trace,
+    trace: (line) => void io.stderr.write(`${line}\n`),
     env: io.env,
     bodyTimeoutMs: STREAM_SILENCE_MS,
   });
@@ -532,43 +522,19 @@ async function loadServices(options: TailOptions, io: IO): Promise<TailServices>
     bodyTimeoutMs: STREAM_SILENCE_MS,
     serverName: 'the gateway',
   });
-  const tokenStore = await store.storeForProfile(
-    gateway,
-    settings.profile,
-    settings.paths,
-    settings.tokenStore,
-  );
-  const tokens = refresh.createTokenManager({
-    gateway,
-    profile: settings.profile,
-    store: tokenStore,
-    locksDir: settings.paths.locksDir,
-    fetch: client,
-    allowInsecure: gateway.startsWith('http:'),
-  });
-  const api = gatewayApi.createGatewayApi({ baseUrl: gateway, tokens, fetch: client });
   return {
     gateway,
-    profile: settings.profile,
-    stateDir: settings.paths.stateDir,
-    api,
-    tokens,
+    profile: services.profile,
+    stateDir: services.stateDir,
+    api: services.api,
+    tokens: services.tokens,
     fetch: streamClient as unknown as TailServices['fetch'],
     request: stream.request,
     async signIn(callbacks, signal) {
-      // Re-authentication writes to the store this process already reads from.
-      await signInModule.signIn({
-        gateway,
-        profile: settings.profile,
-        paths: settings.paths,
-        store: tokenStore,
-        fetch: client,
-        signal,
-        callbacks,
-      });
+      await services.signIn(callbacks, signal);
     },
     async close() {
-      await Promise.allSettled([client.close(), streamClient.close(), stream.close()]);
+      await Promise.allSettled([services.close(), streamClient.close(), stream.close()]);
     },
   };
 }
