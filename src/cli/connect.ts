@@ -98,13 +98,10 @@ Exit codes: 0 ended, 5 gateway lost, 10 idle timeout, 11 maximum lifetime, 12 re
  *   stays at 1 MB per semi-space (12 MB less RSS after requests, 20 MB less at the streaming
  *   peak, same throughput). `--max-semi-space-size` is only read when the heap is created;
  *   the growth factor is read at each resize, so it works when set here.
- * - Optimising compilation on the main thread: on a background thread its scratch memory
- *   stays in that thread's malloc arena (about 10 MB of RSS, for good, after start-up).
  */
 async function tuneV8(): Promise<void> {
   const v8 = await import('node:v8');
   v8.setFlagsFromString('--semi-space-growth-factor=1');
-  v8.setFlagsFromString('--no-concurrent-recompilation');
 }
 
 function parsePort(value: string): number {
