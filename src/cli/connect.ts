@@ -377,59 +377,20 @@ async function signInInline(
 
 /** Builds the real auth services for the resolved gateway and profile. */
 async function loadServices(options: ConnectOptions, io: IO): Promise<ConnectServices> {
-  const [config, http, store, refresh, gatewayApi] = await Promise.all([
-    import('./config.js'),
-    import('../auth/http.js'),
-    import('../auth/token-store.js'),
-    import('../auth/refresh.js'),
-    import('../auth/gateway-api.js'),
-  ]);
-  const settings = await config.resolveClientSettings(
-    {
-      ...(options.gateway !== undefined ? { gateway: options.gateway } : {}),
-      ...(options.profile !== undefined ? { profile: options.profile } : {}),
-    },
-    io.env,
+  const { openAuthServices } = await import('./auth-services.js');
+  const services = await openAuthServices(
+    { gateway: options.gateway, profile: options.profile, verbose: options.verbose },
+    io,
   );
-  const gateway = await config.requireGateway(settings);
-  const trace = (line: string): void => void io.stderr.write(`${line}\n`);
-  const client = http.createHttpClient({ verbose: options.verbose, trace, env: io.env });
-  client.nameServer(gateway, 'the gateway');
-  const tokenStore = await store.storeForProfile(
-    gateway,
-    settings.profile,
-    settings.paths,
-    settings.tokenStore,
-  );
-  const tokens = refresh.createTokenManager({
-    gateway,
-    profile: settings.profile,
-    store: tokenStore,
-    locksDir: settings.paths.locksDir,
-    fetch: client,
-    allowInsecure: gateway.startsWith('http:'),
-  });
-  const api = gatewayApi.createGatewayApi({ baseUrl: gateway, tokens, fetch: client });
   return {
-    gateway,
-    profile: settings.profile,
-    stateDir: settings.paths.stateDir,
-    api,
-    tokens,
+    gateway: services.gateway,
+    profile: services.profile,
+    stateDir: services.stateDir,
+    api: services.api,
+    tokens: services.tokens,
     async signIn(callbacks, signal) {
-      // Loaded on first use: openid-client is memory a tunnel that never re-authenticates
-      // does not need. Re-authentication writes to the store this tunnel already reads.
-      const { signIn } = await import('../auth/sign-in.js');
-      await signIn({
-        gateway,
-        profile: settings.profile,
-        paths: settings.paths,
-        store: tokenStore,
-        fetch: client,
-        signal,
-        callbacks,
-      });
+      await services.signIn(callbacks, signal);
     },
-    close: () => client.close(),
+    close: () => services.close(),
   };
 }
