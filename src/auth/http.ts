@@ -195,7 +195,11 @@ function extraCa(env: NodeJS.ProcessEnv): string[] | undefined {
   }
 }
 
-function createDispatcher(
+/**
+ * An undici dispatcher with the environment's proxies (HTTPS_PROXY, HTTP_PROXY, NO_PROXY), the
+ * extra CA and our timeouts: the one way every client request of ours reaches a server.
+ */
+export function createDispatcher(
   env: NodeJS.ProcessEnv,
   timeoutMs: number,
   bodyTimeoutMs: number,

@@ -5,16 +5,14 @@
  * `request()` for the same 245 MB body, 290 bytes a record): for `tail -o raw` at a million
  * lines a second the transport has to be this one.
  *
- * Same behaviour as the CLI's HTTP client for this one use: proxies from the environment the
- * way src/auth/http.ts reads them, LOGPROXY_HTTP_TIMEOUT for connecting and headers, and a body
+ * Same behaviour as the CLI's HTTP client for this one use: proxies and CA from the environment
+ * through src/auth/http.ts's dispatcher, LOGPROXY_HTTP_TIMEOUT for connecting and headers, and a body
  * timeout (a silence longer than the gateway's keepalive means a dead link). Answers that are
  * not 2xx become the same LogproxyErrors as through the HTTP client (its `expectOk`).
  */
-import { readFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
-import { rootCertificates } from 'node:tls';
-import { EnvHttpProxyAgent, Pool, type Dispatcher } from 'undici';
-import { expectOk } from '../auth/http.js';
+import type { Dispatcher } from 'undici';
+import { createDispatcher, expectOk } from '../auth/http.js';
 import { ErrorCodes, LogproxyError } from '../util/errors.js';
 
 /** An open log stream: its body as a Node stream of Buffers. */
@@ -46,21 +44,7 @@ export interface StreamTransport {
 
 export function createStreamTransport(options: StreamTransportOptions): StreamTransport {
   const { env, timeoutMs, bodyTimeoutMs, serverName } = options;
-  const ca = extraCa(env);
-  const tls = ca ? { ca } : {};
-  const timeouts = { headersTimeout: timeoutMs, bodyTimeout: bodyTimeoutMs };
-  const factory = (origin: string | URL, opts: object): Dispatcher =>
-    new Pool(origin, { ...opts, ...timeouts });
-  const dispatcher = new EnvHttpProxyAgent({
-    ...timeouts,
-    connect: { timeout: timeoutMs, ...tls },
-    requestTls: tls,
-    factory,
-    proxyTunnel: false,
-    httpProxy: proxyFromEnv(env, 'http') ?? '',
-    httpsProxy: proxyFromEnv(env, 'https') ?? '',
-    noProxy: env.no_proxy ?? env.NO_PROXY ?? '',
-  } as EnvHttpProxyAgent.Options);
+  const dispatcher = createDispatcher(env, timeoutMs, bodyTimeoutMs);
 
   const request: StreamRequest = async (url, headers, signal) => {
     const origin = new URL(url).origin;
@@ -105,27 +89,4 @@ export function createStreamTransport(options: StreamTransportOptions): StreamTr
   };
 
   return { request, close: () => dispatcher.close() };
-}
-
-function proxyFromEnv(env: NodeJS.ProcessEnv, scheme: 'http' | 'https'): string | undefined {
-  const value =
-    scheme === 'https'
-      ? (env.https_proxy ?? env.HTTPS_PROXY ?? env.http_proxy ?? env.HTTP_PROXY)
-      : (env.http_proxy ?? env.HTTP_PROXY);
-  return value || undefined;
-}
-
-/** NODE_EXTRA_CA_CERTS from `env` when the process did not start with it (as http.ts does). */
-function extraCa(env: NodeJS.ProcessEnv): string[] | undefined {
-  const file = env.NODE_EXTRA_CA_CERTS;
-  if (!file || file === process.env.NODE_EXTRA_CA_CERTS) return undefined;
-  try {
-    return [...rootCertificates, readFileSync(file, 'utf8')];
-  } catch (err) {
-    throw new LogproxyError(
-      ErrorCodes.USAGE,
-      `NODE_EXTRA_CA_CERTS names ${file}, which cannot be read: ${(err as Error).message}`,
-      { cause: err },
-    );
-  }
 }
