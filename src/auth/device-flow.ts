@@ -8,6 +8,7 @@ import type { Clock } from '../util/clock.js';
 import { ErrorCodes, LogproxyError, isLogproxyError } from '../util/errors.js';
 import type { DeviceCodePrompt, DeviceLoginCallbacks } from './types.js';
 import { findLogproxyError, readJson, type Fetch } from './http.js';
+import { raceAbort } from '../util/abort.js';
 
 const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 
@@ -225,25 +226,7 @@ function toDeviceTokens(tokens: oidc.TokenEndpointResponse, nowMs: number): Devi
 
 /** Rejects with INTERRUPTED as soon as `signal` aborts, whatever `promise` is doing. */
 export function interruptible<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) {
-    promise.catch(() => undefined);
-    return Promise.reject(interrupted(signal));
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(interrupted(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(signal.aborted ? interrupted(signal) : err);
-      },
-    );
-  });
+  return raceAbort(promise, signal, () => interrupted(signal!));
 }
 
 async function sleepOrInterrupt(clock: Clock, ms: number, signal?: AbortSignal): Promise<void> {

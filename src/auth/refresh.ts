@@ -17,6 +17,7 @@ import type { Fetch } from './http.js';
 import type { AccessTokenSource, StoreKind, StoredCredentials, TokenStore } from './types.js';
 import { systemClock, type Clock } from '../util/clock.js';
 import { ErrorCodes, LogproxyError } from '../util/errors.js';
+import { raceAbort } from '../util/abort.js';
 
 /** A token must stay valid this long to be handed out: enough for a request to arrive. */
 export const DEFAULT_MIN_VALIDITY_MS = 60_000;
@@ -368,25 +369,10 @@ function jwtLifetimeS(token: string, now: number): number {
 
 /** Lets one caller stop waiting (Ctrl-C) without cancelling a refresh others share. */
 function abortable<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return promise;
-  const interrupted = () =>
-    new LogproxyError(ErrorCodes.INTERRUPTED, 'interrupted while refreshing the access token');
-  if (signal.aborted) {
-    promise.catch(() => undefined);
-    return Promise.reject(interrupted());
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(interrupted());
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
+  return raceAbort(
+    promise,
+    signal,
+    () =>
+      new LogproxyError(ErrorCodes.INTERRUPTED, 'interrupted while refreshing the access token'),
+  );
 }
