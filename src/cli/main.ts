@@ -37,6 +37,9 @@ export async function main(argv: string[], io: IO): Promise<number> {
 
   const { registerCommands } = await import('./commands.js');
   registerCommands(program, ctx);
+  // Commands made with `new Command()` do not inherit exitOverride or output settings: without
+  // this a usage error in a subcommand would exit 1 from inside commander, not 2 from here.
+  for (const command of program.commands) command.copyInheritedSettings(program);
   program.addHelpText('after', HELP_FOOTER);
 
   try {
