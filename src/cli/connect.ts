@@ -207,7 +207,10 @@ async function runTunnel(
     target: options.target,
     clock,
     ...(reauth
-      ? { reauth: (signal: AbortSignal) => signInInline(services, renderer, signal) }
+      ? {
+          reauth: (signal: AbortSignal) =>
+            events.signInThrough((cb, sig) => services.signIn(cb, sig), renderer, signal),
+        }
       : {}),
   });
   keeper.on((event) => renderer.render(event));
@@ -350,29 +353,6 @@ async function teardown(
   });
   renderer.close();
   return exitCode;
-}
-
-/** The device login for an inline re-authentication: the code goes to stderr (or JSON). */
-async function signInInline(
-  services: ConnectServices,
-  renderer: Renderer,
-  signal: AbortSignal,
-): Promise<void> {
-  await services.signIn(
-    {
-      onCode: (prompt) =>
-        renderer.render({
-          type: 'device_code',
-          code: {
-            userCode: prompt.userCode,
-            verificationUri: prompt.verificationUri,
-            verificationUriComplete: prompt.verificationUriComplete,
-            expiresAt: prompt.expiresAt,
-          },
-        }),
-    },
-    signal,
-  );
 }
 
 /** Builds the real auth services for the resolved gateway and profile. */

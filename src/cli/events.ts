@@ -11,6 +11,7 @@ import { formatDuration } from '../util/durations.js';
 import type { Clock } from '../util/clock.js';
 import { ExitCodes, exitCodeForEndReason, exitCodeForError, type ExitCode } from './exit-codes.js';
 import { isLogproxyError } from '../util/errors.js';
+import type { DeviceLoginCallbacks } from '../auth/types.js';
 
 /** Facts printed once the tunnel accepts requests. */
 export interface ListeningInfo {
@@ -370,4 +371,29 @@ function localTime(iso: string): string {
 
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** An inline device login (re-authentication) whose code is shown through the renderer. */
+export function signInThrough(
+  signIn: (callbacks: DeviceLoginCallbacks, signal: AbortSignal) => Promise<void>,
+  renderer: Renderer,
+  signal: AbortSignal,
+): Promise<void> {
+  return signIn(
+    {
+      onCode: (prompt) =>
+        renderer.render({
+          type: 'device_code',
+          code: {
+            userCode: prompt.userCode,
+            verificationUri: prompt.verificationUri,
+            ...(prompt.verificationUriComplete
+              ? { verificationUriComplete: prompt.verificationUriComplete }
+              : {}),
+            expiresAt: prompt.expiresAt,
+          },
+        }),
+    },
+    signal,
+  );
 }

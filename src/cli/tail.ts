@@ -225,7 +225,10 @@ async function tailWith(
           target,
           clock,
           ...(reauth && services.signIn
-            ? { reauth: (signal: AbortSignal) => signInInline(services, renderer, signal) }
+            ? {
+                reauth: (signal: AbortSignal) =>
+                  events.signInThrough((cb, sig) => services.signIn!(cb, sig), renderer, signal),
+              }
             : {}),
         });
         keeper.on((event) => {
@@ -463,30 +466,6 @@ async function pickTunnel(
     throw usage(`several tunnels are running (${names}): name the target to tail`);
   }
   return undefined;
-}
-
-async function signInInline(
-  services: TailServices,
-  renderer: Renderer,
-  signal: AbortSignal,
-): Promise<void> {
-  await services.signIn!(
-    {
-      onCode: (prompt) =>
-        renderer.render({
-          type: 'device_code',
-          code: {
-            userCode: prompt.userCode,
-            verificationUri: prompt.verificationUri,
-            ...(prompt.verificationUriComplete
-              ? { verificationUriComplete: prompt.verificationUriComplete }
-              : {}),
-            expiresAt: prompt.expiresAt,
-          },
-        }),
-    },
-    signal,
-  );
 }
 
 /** Longest silence on the log stream before it counts as a dead connection. */
