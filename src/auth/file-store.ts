@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFile, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { parseStoredCredentials } from './credentials.js';
-import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
 import type { StoredCredentials, TokenStore } from './types.js';
 import { ErrorCodes, LogproxyError } from '../util/errors.js';
 

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { StoreKind } from './types.js';
-import { ensurePrivateDir, writeFileAtomic } from './atomic-file.js';
+import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
 import { ErrorCodes, LogproxyError } from '../util/errors.js';
 
 /** One signed-in profile, without secrets. */

@@ -10,7 +10,7 @@
  */
 import path from 'node:path';
 import type * as oidc from 'openid-client';
-import { ensurePrivateDir } from './atomic-file.js';
+import { ensurePrivateDir } from '../util/atomic-file.js';
 import { authTimeFromTokens, decodeJwtClaimsUnverified } from './credentials.js';
 import { credentialsFileName } from './file-store.js';
 import type { Fetch } from './http.js';

@@ -7,10 +7,10 @@
  * handful of people; it is not a database. One process owns a data directory at a time: two
  * gateways on the same directory would overwrite each other's changes.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Adapter, AdapterPayload } from 'oidc-provider';
+import { removeStaleTempFiles, writeFileAtomic } from '../util/atomic-file.js';
 
 interface StoredEntry {
   payload: AdapterPayload;
@@ -151,30 +151,9 @@ export class FileModelStore {
     }
     const body = JSON.stringify({ version: 1, entries: live } satisfies StoreFile);
 
-    const temp = `${this.file}.${randomBytes(6).toString('hex')}.tmp`;
-    try {
-      const handle = await open(temp, 'wx', 0o600);
-      try {
-        await handle.writeFile(body, 'utf8');
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, this.file);
-    } catch (err) {
-      await rm(temp, { force: true });
-      throw err;
-    }
+    await writeFileAtomic(this.file, body);
     this.writtenVersion = Math.max(this.writtenVersion, captured);
   }
-}
-
-/** Temp files a crash left between write and rename; the store file itself is intact. */
-async function removeStaleTempFiles(file: string): Promise<void> {
-  const prefix = `${path.basename(file)}.`;
-  const names = await readdir(path.dirname(file));
-  const stale = names.filter((name) => name.startsWith(prefix) && name.endsWith('.tmp'));
-  await Promise.all(stale.map((name) => rm(path.join(path.dirname(file), name), { force: true })));
 }
 
 class FileModelAdapter implements Adapter {

@@ -9,7 +9,7 @@
  * scripts. Keys, cookie secrets and grants persist in `config.dataDir`.
  */
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, type JWK } from 'jose';
@@ -21,6 +21,7 @@ import Provider, {
   type KoaContextWithOIDC,
 } from 'oidc-provider';
 import { FileModelStore } from './dev-provider-store.js';
+import { ensurePrivateDir, writeFileAtomic } from '../util/atomic-file.js';
 import {
   PAGE_HEADERS,
   codeConfirmPage,
@@ -149,12 +150,6 @@ function validateOptions(options: DevProviderOptions): void {
   new URL(options.issuer); // throws a TypeError naming the bad URL
 }
 
-async function ensurePrivateDir(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  // mkdir leaves an existing directory's mode alone; keys live here.
-  await chmod(dir, 0o700);
-}
-
 /** Reads JSON from `file`, or creates it with `create()` (0600, atomically) the first time. */
 async function loadOrCreate<T>(file: string, create: () => Promise<T>): Promise<T> {
   let text: string | undefined;
@@ -173,23 +168,6 @@ async function loadOrCreate<T>(file: string, create: () => Promise<T>): Promise<
   const value = await create();
   await writeFileAtomic(file, JSON.stringify(value, null, 2));
   return value;
-}
-
-async function writeFileAtomic(file: string, body: string): Promise<void> {
-  const temp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    const handle = await open(temp, 'wx', 0o600);
-    try {
-      await handle.writeFile(body, 'utf8');
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(temp, file);
-  } catch (err) {
-    await rm(temp, { force: true });
-    throw err;
-  }
 }
 
 interface SigningKeys {

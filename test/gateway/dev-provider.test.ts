@@ -275,7 +275,11 @@ describe('file model store', () => {
   test('ignores and drops expired entries, keeps live ones across reopening', async () => {
     let nowMs = 1_000_000;
     const file = path.join(dir, 'store.json');
-    await writeFile(`${file}.0a1b2c.tmp`, '{"half-written');
+    // what a crash between write and rename leaves (the naming of src/util/atomic-file.ts)
+    await writeFile(
+      path.join(path.dirname(file), `.${path.basename(file)}.4242.0a1b2c.tmp`),
+      '{"half-written',
+    );
     const store = await FileModelStore.open(file, () => nowMs);
     const tokens = store.adapterFor('RefreshToken');
     await tokens.upsert('short', { grantId: 'g1', kind: 'RefreshToken' }, 10);

@@ -3,7 +3,7 @@
  * same folder with the final mode, fsync it, rename it over the target, fsync the folder.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import path from 'node:path';
 
 /**
@@ -28,7 +28,7 @@ export async function writeFileAtomic(file: string, data: string, mode = 0o600):
   const dir = path.dirname(file);
   const temp = path.join(
     dir,
-    `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
+    `${tempPrefix(file)}${process.pid}.${randomBytes(6).toString('hex')}.tmp`,
   );
 
   const handle = await open(temp, 'wx', mode);
@@ -66,4 +66,21 @@ async function syncDir(dir: string): Promise<void> {
   } catch {
     // Some file systems refuse fsync on folders; the rename itself is still atomic there.
   }
+}
+
+/** Temp files of `file` are hidden siblings: `.<name>.<pid>.<random>.tmp`. */
+function tempPrefix(file: string): string {
+  return `.${path.basename(file)}.`;
+}
+
+/**
+ * Removes temp files a crash left between write and rename (the target itself is intact).
+ * Call it only where one process owns the file, or a write in flight could lose its temp.
+ */
+export async function removeStaleTempFiles(file: string): Promise<void> {
+  const dir = path.dirname(file);
+  const prefix = tempPrefix(file);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const stale = names.filter((name) => name.startsWith(prefix) && name.endsWith('.tmp'));
+  await Promise.all(stale.map((name) => rm(path.join(dir, name), { force: true })));
 }
