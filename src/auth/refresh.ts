@@ -89,6 +89,12 @@ export interface TokenDescription {
 
 export interface TokenManager extends AccessTokenSource {
   describe(): TokenDescription | undefined;
+  /**
+   * Runs `fn` holding this profile's refresh lock. A sign-in stores its new credentials this
+   * way: a refresh of the old sign-in that is under way (here or in another process) finishes
+   * first, and cannot write its tokens over the new ones afterwards.
+   */
+  withRefreshLock<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 /**
@@ -130,6 +136,15 @@ class LockedTokenManager implements TokenManager {
     if (!this.loaded) await this.reload();
     const minValidityMs = this.options.refreshMarginMs ?? DEFAULT_MIN_VALIDITY_MS;
     return abortable(this.shared(this.creds?.accessToken, minValidityMs, true), signal);
+  }
+
+  async withRefreshLock<T>(fn: () => Promise<T>): Promise<T> {
+    const release = await this.lock();
+    try {
+      return await fn();
+    } finally {
+      await release();
+    }
   }
 
   async reload(): Promise<void> {

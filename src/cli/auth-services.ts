@@ -108,11 +108,20 @@ export async function openAuthServices(
       // Loaded on first use: openid-client is memory that a long-running tunnel which never
       // re-authenticates does not need.
       const { signIn } = await import('../auth/sign-in.js');
+      // The new credentials are written under the refresh lock, so a refresh of the old
+      // sign-in still under way cannot overwrite them with tokens of the old auth_time.
+      const lockedStore: TokenStore = {
+        kind: store.kind,
+        location: store.location,
+        read: (g, p) => store.read(g, p),
+        delete: (g, p) => store.delete(g, p),
+        write: (creds) => tokens.withRefreshLock(() => store.write(creds)),
+      };
       const result = await signIn({
         gateway,
         profile,
         paths,
-        store,
+        store: lockedStore,
         fetch: http,
         clock,
         signal,
