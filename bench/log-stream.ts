@@ -9,7 +9,6 @@
  * Aim: at least a million lines a second end to end.
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import { cpus, tmpdir } from 'node:os';
@@ -22,32 +21,7 @@ import {
   TEST_GATEWAY_CLIENT_ID,
 } from '../test/helpers/gateway.js';
 import { deviceLogin } from '../test/helpers/device-token.js';
-
-const LINE_BYTES = 100;
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-/** Realistic plain log lines, each exactly LINE_BYTES with its newline. */
-async function writeLogFile(file: string, lines: number): Promise<void> {
-  const out = createWriteStream(file);
-  const services = ['checkout', 'payments', 'search', 'auth'];
-  let batch = '';
-  for (let i = 0; i < lines; i++) {
-    const ts = new Date(Date.UTC(2026, 0, 1) + i).toISOString();
-    const head = `${ts} INFO  ${services[i % 4]}: GET /api/v1/orders/${i % 100000} 200 id=${i}`;
-    batch += head.padEnd(LINE_BYTES - 1, ' ') + '\n';
-    if (batch.length >= 1 << 20) {
-      if (!out.write(batch))
-        await new Promise<void>((resolve) => out.once('drain', () => resolve()));
-      batch = '';
-    }
-  }
-  out.end(batch);
-  await new Promise<void>((resolve) => out.once('close', () => resolve()));
-}
+import { arg, LINE_BYTES, writeLogFile } from './lib.js';
 
 /** Counts bytes and newlines of a stream: the same reader for both contestants. */
 function count(stream: Readable): Promise<{ bytes: number; lines: number }> {

@@ -32,31 +32,7 @@ import { createReadStream } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-
-const LINE_BYTES = 100;
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
-
-async function writeLogFile(file: string, lines: number): Promise<void> {
-  const out = createWriteStream(file);
-  const services = ['checkout', 'payments', 'search', 'auth'];
-  let batch = '';
-  for (let i = 0; i < lines; i++) {
-    const ts = new Date(Date.UTC(2026, 0, 1) + i).toISOString();
-    const head = `${ts} INFO  ${services[i % 4]}: GET /api/v1/orders/${i % 100000} 200 id=${i}`;
-    batch += head.padEnd(LINE_BYTES - 1, ' ') + '\n';
-    if (batch.length >= 1 << 20) {
-      if (!out.write(batch))
-        await new Promise((resolve) => out.once('drain', () => resolve(undefined)));
-      batch = '';
-    }
-  }
-  out.end(batch);
-  await new Promise((resolve) => out.once('close', () => resolve(undefined)));
-}
+import { arg, LINE_BYTES, writeLogFile } from './lib.js';
 
 /** Counts newlines of a stream: the same reader for every contestant. */
 function countLines(stream: Readable): Promise<number> {

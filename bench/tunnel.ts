@@ -20,11 +20,7 @@ import { gatewayYaml, spawnGateway } from '../test/helpers/gateway.js';
 import { signedIn, spawnConnect } from '../test/cli/connect-helpers.js';
 import { deviceLogin } from '../test/helpers/device-token.js';
 import { TEST_GATEWAY_AUDIENCE, TEST_GATEWAY_CLIENT_ID } from '../test/helpers/gateway.js';
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : fallback;
-}
+import { arg } from './lib.js';
 
 const SECONDS = arg('seconds', 5);
 const CONNECTIONS = arg('connections', 16);
